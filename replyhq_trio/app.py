@@ -1,0 +1,95 @@
+"""The ReplyHQ server: the chat application wired onto the Socket.IO server.
+
+::
+
+    open_asyncio_bridge()          the one asyncio loop (PostgreSQL, Redis only), closed last
+    └── open_store(url)            SQLite or PostgreSQL, migrated at start, closed after
+        └── serve_until_signalled  the server: /client, REST, health; SIGTERM drains
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
+import trio
+
+from .backends import open_store
+from .chat import ChatService, ChatSettings, ClientNamespace, Contract
+from .http_api import Health, RestApi
+from .hub import Hub
+from .ports import NewApp, Store
+from .server import Server, serve_until_signalled
+from .settings import Settings
+
+__all__ = ["build_server", "serve"]
+
+log = logging.getLogger("replyhq_trio")
+
+
+def build_server(
+    settings: Settings,
+    store: Store,
+    *,
+    hub: Hub | None = None,
+    chat_settings: ChatSettings | None = None,
+) -> Server:
+    """The server with the chat application on it (not yet serving)."""
+    server = Server(settings.server_config(), hub=hub)
+    chat = ChatService(
+        hub=server.hub,
+        store=store,
+        contract=Contract(),
+        settings=chat_settings or settings.chat_settings(),
+    )
+    ClientNamespace(chat).register(server.namespace("/client"))
+    server.add_service(chat.run)
+    server.on_drain(chat.announce_shutdown)
+
+    rest = RestApi(chat, max_body=server.config.max_request_body)
+    for method in ("GET", "POST"):
+        server.route(method, "/v1/conversations")(rest.conversations)
+        server.route(method, "/v1/conversations/", prefix=True)(rest.messages)
+    health = Health({"store": store.check, "redis": None}, draining=lambda: server.draining)
+    server.route("GET", "/healthz", while_draining=True)(health.healthz)
+    server.route("GET", "/readyz", while_draining=True)(health.readyz)
+    return server
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)  # shown once: it must not sit in a buffer
+
+
+def print_new_app(app: NewApp, *, title: str, out: Callable[[str], None] = _print) -> None:
+    out(title)
+    out(f"  app_id:      {app.app.id}")
+    out(f"  api_key:     {app.api_key}")
+    out(f"  admin_token: {app.admin_token}")
+    out("  (the key and the token are shown once: they are stored hashed)")
+
+
+def _asyncio_if_needed(settings: Settings) -> AbstractAsyncContextManager[object]:
+    """The asyncio loop, for PostgreSQL and Redis only: an embedded (SQLite) server never
+    loads trio-asyncio."""
+    if settings.database_url.partition(":")[0].lower() == "sqlite" and not settings.redis_url:
+        return contextlib.nullcontext()
+    from .backends import open_asyncio_bridge  # imports trio-asyncio, which patches asyncio
+
+    return open_asyncio_bridge()
+
+
+async def serve(
+    settings: Settings, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Open the store, make a demo app on an empty one, and serve until a signal."""
+    async with (
+        _asyncio_if_needed(settings),
+        open_store(settings.database_url, migrate=True) as store,
+    ):
+        if await store.count_apps() == 0:
+            demo = await store.create_app("Demo")
+            print_new_app(demo, title="An empty store: created a demo app. Its credentials:")
+        server = build_server(settings, store)
+        await serve_until_signalled(server, task_status=task_status)

@@ -1,0 +1,118 @@
+"""The stores behind :class:`replyhq_trio.ports.Store`, and the asyncio bridge.
+
+``open_store(url)`` picks the implementation from the URL: ``sqlite:`` (the embedded
+default, :class:`SqliteStore`) or ``postgresql:`` / ``postgres:``
+(:class:`~replyhq_trio.backends.postgres.PostgresStore`, asyncpg on the trio-asyncio
+loop). This package is the only code that imports asyncio, trio-asyncio, asyncpg or
+redis; the asyncio side is imported lazily, so a SQLite-only process never loads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from ..ports import Store
+from .sqlite import SqliteStore, sqlite_path_from_url
+
+if TYPE_CHECKING:
+    from ._bridge import AsyncioBridge, current_bridge, open_asyncio_bridge
+    from .postgres import PostgresStore
+
+__all__ = [
+    "AsyncioBridge",
+    "PostgresStore",
+    "SqliteStore",
+    "current_bridge",
+    "open_asyncio_bridge",
+    "open_store",
+    "sqlite_path_from_url",
+]
+
+_LAZY = {
+    "AsyncioBridge": "._bridge",
+    "current_bridge": "._bridge",
+    "open_asyncio_bridge": "._bridge",
+    "PostgresStore": ".postgres",
+}
+
+_URL_HELP = "use sqlite:///PATH (relative), sqlite:////PATH (absolute) or postgresql://USER@HOST/DB"
+
+
+def __getattr__(name: str) -> Any:
+    """Import the asyncio side (trio-asyncio patches asyncio's loop policy when it is
+    imported) only when something asks for it."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module, __name__), name)
+
+
+def _redacted(url: str) -> str:
+    """``url`` without a password, for error messages."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+
+
+@asynccontextmanager
+async def open_store(
+    url: str,
+    *,
+    migrate: bool = False,
+    timeout: float = 5.0,
+    pool_min_size: int = 1,
+    pool_max_size: int = 10,
+) -> AsyncIterator[Store]:
+    """Open the store that ``url`` names, for the duration of the block.
+
+    Args:
+        url: ``sqlite:///relative/path``, ``sqlite:////absolute/path``,
+            ``sqlite:///:memory:``, or ``postgresql://user[:password]@host[:port]/db``
+            (``postgres://`` too).
+        migrate: bring the schema up to date after opening (otherwise the schema is
+            assumed to be current).
+        timeout: the store's timeout: no call waits longer before StoreUnavailable.
+        pool_min_size, pool_max_size: the PostgreSQL pool's bounds.
+
+    For PostgreSQL this runs on the asyncio bridge open in the caller's context, or
+    opens one for the block when none is (the composition root should open one
+    around everything that uses asyncio, so that the process has a single loop).
+    Closing is shielded and bounded by the store's close timeout.
+
+    Raises:
+        ValueError: the URL is not one of the forms above (a clear message).
+        StoreUnavailable: the database cannot be reached or opened (one line).
+    """
+    scheme = url.partition(":")[0].lower()
+    if scheme == "sqlite":
+        async with SqliteStore(sqlite_path_from_url(url), timeout=timeout) as sqlite_store:
+            if migrate:
+                await sqlite_store.migrate()
+            yield sqlite_store
+    elif scheme in ("postgresql", "postgres"):
+        if not url.partition(":")[2].startswith("//"):
+            raise ValueError(f"invalid PostgreSQL URL {_redacted(url)!r}: {_URL_HELP}")
+        from ._bridge import open_asyncio_bridge
+        from .postgres import PostgresStore
+
+        async with (
+            open_asyncio_bridge() as bridge,
+            PostgresStore(
+                url,
+                timeout=timeout,
+                min_size=pool_min_size,
+                max_size=pool_max_size,
+                bridge=bridge,
+            ) as pg_store,
+        ):
+            if migrate:
+                await pg_store.migrate()
+            yield pg_store
+    else:
+        raise ValueError(f"unsupported database URL {_redacted(url)!r}: {_URL_HELP}")

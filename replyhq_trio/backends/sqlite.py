@@ -1,0 +1,734 @@
+"""The embedded store: SQLite from the standard library, on one worker thread.
+
+One connection, one thread at a time: every call runs through
+``trio.to_thread.run_sync`` with a ``CapacityLimiter(1)`` (the connection is opened
+with ``check_same_thread=False`` because Trio's thread cache may hand the work to a
+different OS thread each time; the limiter is what makes that safe). WAL with
+``synchronous=FULL``: a transaction is on disk (fsynced) when its COMMIT returns, so a
+message is durable before it is acknowledged.
+
+Group commit. Writes that are small and frequent (``add_message``, ``set_status``,
+``create_conversation``) are queued and committed in batches
+(:class:`~replyhq_trio.backends._batching.GroupCommit`): whenever writes are queued and
+no batch is in flight, a committer task takes them all (at most ``max_batch``) and runs
+them in ONE transaction on the worker thread, then hands each caller its own result;
+writes that queue meanwhile form the next batch, which goes to the thread as soon as
+the previous commit returns (while the Trio thread hands out the results of the one
+before). Under load a transaction (one fsync) carries as many writes as arrived during
+the previous one, and a lone write is not delayed at all. In a batch, the new messages
+go in together, in a handful of statements whatever their number (:func:`_add_messages`:
+one INSERT run per distinct key, in queue order, one SELECT of what it inserted, one
+UPDATE per conversation; a duplicate ``local_id`` is stored once, the first in queue
+order being the new one); every other write runs in its own SAVEPOINT. A write that
+fails on its own (a StoreError such as UnknownConversation, a refused row) fails alone
+and the others commit.
+
+SQLite has a single writer, so ``seq`` order is commit order, which is what cursor
+sync needs (``Store.list_messages``).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from datetime import datetime
+from functools import partial
+from types import TracebackType
+from typing import Any, Self, TypeVar, TypeVarTuple, cast
+
+import trio
+
+from ..ports import (
+    App,
+    Conversation,
+    InvalidCursor,
+    Message,
+    MessageStatus,
+    NewApp,
+    Sender,
+    StoreError,
+    StoreUnavailable,
+    UnknownApp,
+    UnknownConversation,
+    UnknownMessage,
+)
+from ._batching import GroupCommit
+from ._common import (
+    STATUS_RANK,
+    NewMessage,
+    conversation_value,
+    first_of_each,
+    hash_secret,
+    message_value,
+    new_admin_token,
+    new_api_key,
+    new_app_id,
+    new_conversation_id,
+    parse_message_id,
+    require_text,
+    secret_matches,
+    storable,
+    utc_now,
+)
+from ._schema import SQLITE_CREATE_MIGRATIONS_TABLE, SQLITE_MIGRATIONS, Migration
+
+__all__ = ["SqliteStore", "sqlite_path_from_url"]
+
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
+
+_MESSAGE_COLUMNS = "seq, local_id, conversation_id, body, sender, status, created_at"
+_CONVERSATION_COLUMNS = "id, app_id, device_id, created_at, updated_at, last_message_seq"
+_STATUS_RANK_SQL = "CASE status WHEN 'sent' THEN 0 WHEN 'delivered' THEN 1 ELSE 2 END"
+
+_URL_FORMS = "sqlite:///relative/path, sqlite:////absolute/path or sqlite:///:memory:"
+
+
+def sqlite_path_from_url(url: str) -> str:
+    """The file path in a ``sqlite:`` URL (``:memory:`` for an in-memory database).
+
+    ``sqlite:///relative/path`` (relative to the working directory),
+    ``sqlite:////absolute/path`` and ``sqlite:///:memory:``.
+
+    Raises:
+        ValueError: not one of these forms.
+    """
+    scheme, sep, rest = url.partition(":")
+    if scheme.lower() != "sqlite" or not sep:
+        raise ValueError(f"not a SQLite URL: {url!r} (expected {_URL_FORMS})")
+    if not rest.startswith("///") or len(rest) == 3:
+        raise ValueError(f"invalid SQLite URL {url!r}: expected {_URL_FORMS}")
+    return rest[3:]
+
+
+def _apply(
+    migration: Migration,
+    applied: Callable[[sqlite3.Connection], set[int]],
+    con: sqlite3.Connection,
+) -> None:
+    """In a write transaction: ``migration`` and its record, unless already applied."""
+    if migration.version in applied(con):
+        return
+    for statement in migration.statements:
+        con.execute(statement)
+    con.execute(
+        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+        (migration.version, migration.name, _iso(utc_now())),
+    )
+
+
+def _iso(moment: datetime) -> str:
+    # Fixed width, UTC, "+00:00": text order is time order.
+    return moment.isoformat(timespec="microseconds")
+
+
+def _when(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _message(row: sqlite3.Row) -> Message:
+    return message_value(
+        seq=row["seq"],
+        local_id=row["local_id"],
+        conversation_id=row["conversation_id"],
+        body=row["body"],
+        sender=row["sender"],
+        status=row["status"],
+        created_at=_when(row["created_at"]),
+    )
+
+
+def _conversation(row: sqlite3.Row) -> Conversation:
+    return conversation_value(
+        id=row["id"],
+        app_id=row["app_id"],
+        device_id=row["device_id"],
+        created_at=_when(row["created_at"]),
+        updated_at=_when(row["updated_at"]),
+        last_message_seq=row["last_message_seq"],
+    )
+
+
+#: A queued write: a new message (group-committed with the batch's other new messages,
+#: in a few statements) or any function of the connection (run in its own savepoint).
+_Write = NewMessage | Callable[[sqlite3.Connection], Any]
+
+
+def _item(index: int) -> str:
+    """SQL for item ``index`` of the JSON array ``j.value`` (json_extract rather than
+    ``->>``, which needs SQLite 3.38)."""
+    return f"json_extract(j.value, '$[{index}]')"
+
+
+# The new messages of a batch go in as ONE JSON text, ``[[conversation_id, local_id,
+# body, sender, created_at], ...]`` (the first of each key, in queue order): a statement
+# over json_each() is one sqlite3_step() whatever the number of rows, and every step
+# releases and re-takes the GIL, which the Trio thread holds most of the time under load
+# (a step per row made the worker thread wait for the GIL once per row).
+_INSERT_MESSAGES = (
+    "INSERT INTO messages (conversation_id, local_id, body, sender, status, created_at) "
+    f"SELECT {_item(0)}, {_item(1)}, {_item(2)}, {_item(3)}, 'sent', {_item(4)} "
+    f"FROM json_each(?1) AS j WHERE {_item(0)} IN (SELECT id FROM conversations) "
+    "ORDER BY j.key "
+    "ON CONFLICT (conversation_id, local_id) DO NOTHING"
+)
+# The messages stored under the batch's keys (new or not), as one JSON text.
+_FIND_MESSAGES = (
+    "SELECT json_group_array(json_array(m.seq, m.local_id, m.conversation_id, m.body, "
+    "m.sender, m.status, m.created_at)) "
+    "FROM json_each(?1) AS j "
+    f"JOIN messages AS m ON m.conversation_id = {_item(0)} AND m.local_id = {_item(1)}"
+)
+# ``[[conversation_id, updated_at, last_message_seq], ...]``
+_TOUCH_CONVERSATIONS = (
+    f"UPDATE conversations SET updated_at = {_item(1)}, last_message_seq = {_item(2)} "
+    f"FROM json_each(?1) AS j WHERE conversations.id = {_item(0)}"
+)
+
+
+def _unavailable(exc: sqlite3.Error) -> StoreError:
+    """The store error for a sqlite3 error: trouble with the file (locked, I/O, full,
+    corrupt, cannot open) is StoreUnavailable; a broken statement is a StoreError."""
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.InterfaceError):
+        return StoreError(f"SQLite rejected a statement: {exc}")
+    return StoreUnavailable(f"SQLite is unavailable: {exc}")
+
+
+def _in_savepoint(con: sqlite3.Connection, work: Callable[[sqlite3.Connection], Any]) -> Any:
+    """In a write transaction: ``work`` alone in a savepoint; its value, or the
+    exception it raised (after undoing what it did). A sqlite3 error other than a
+    constraint violation propagates: the transaction itself may be gone."""
+    con.execute("SAVEPOINT job")
+    try:
+        value = work(con)
+    except Exception as exc:
+        if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
+            raise
+        # this write's own failure (a StoreError, a refused statement, a bug): it is
+        # undone alone and the others go on
+        con.execute("ROLLBACK TO job")
+        con.execute("RELEASE job")
+        return _unavailable(exc) if isinstance(exc, sqlite3.Error) else exc
+    con.execute("RELEASE job")
+    return value
+
+
+def _add_messages(con: sqlite3.Connection, jobs: list[NewMessage]) -> list[Any]:
+    """In a write transaction: the new messages of a batch in four statements whatever
+    their number (each one step of SQLite's, see ``_INSERT_MESSAGES``): the highest
+    seq so far, one INSERT of every distinct key (in queue order, so that seqs follow
+    it; a key already taken is left alone), one SELECT of what is stored under the
+    batch's keys (new rows and replays alike), one UPDATE of the conversations that got
+    a message. If a row is refused (a constraint), the jobs run again one by one, each
+    in a savepoint, so that it fails alone.
+
+    Returns each job's ``(message, created)`` or its exception (UnknownConversation).
+    """
+    try:
+        # No savepoint needed: a statement that fails is undone on its own, and only
+        # the INSERT can fail on a row (a constraint), before anything else was done.
+        return _insert_messages(con, jobs)
+    except sqlite3.IntegrityError:
+        return [_in_savepoint(con, partial(_insert_one, job)) for job in jobs]
+
+
+def _insert_one(job: NewMessage, con: sqlite3.Connection) -> tuple[Message, bool]:
+    (outcome,) = _insert_messages(con, [job])
+    if isinstance(outcome, Exception):
+        raise outcome
+    return cast("tuple[Message, bool]", outcome)
+
+
+def _insert_messages(con: sqlite3.Connection, jobs: list[NewMessage]) -> list[Any]:
+    unique, slots = first_of_each(jobs)
+    batch = json.dumps(
+        [
+            [job.conversation_id, job.local_id, job.body, job.sender, _iso(utc_now())]
+            for job in unique
+        ],
+        ensure_ascii=False,  # require_text() let no lone surrogate through
+    )
+    (before,) = con.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()
+    con.execute(_INSERT_MESSAGES, (batch,))
+    (stored,) = con.execute(_FIND_MESSAGES, (batch,)).fetchone()
+    found: dict[tuple[str, str], tuple[Message, bool]] = {}
+    latest: dict[str, tuple[int, str]] = {}
+    for seq, local_id, conversation_id, body, sender, status, created_at in json.loads(stored):
+        # A single writer: the rows past the highest seq before are this INSERT's.
+        new = seq > before
+        message = message_value(
+            seq=seq,
+            local_id=local_id,
+            conversation_id=conversation_id,
+            body=body,
+            sender=sender,
+            status=status,
+            created_at=_when(created_at),
+        )
+        found[conversation_id, local_id] = (message, new)
+        if new and seq > latest.get(conversation_id, (0, ""))[0]:
+            latest[conversation_id] = (seq, created_at)
+    if latest:
+        touched = [[conversation, at, seq] for conversation, (seq, at) in latest.items()]
+        con.execute(_TOUCH_CONVERSATIONS, (json.dumps(touched, ensure_ascii=False),))
+    outcomes: list[Any] = []
+    replayed: set[int] = set()
+    for job, slot in zip(jobs, slots, strict=True):
+        outcome = found.get((job.conversation_id, job.local_id))
+        if outcome is None:  # neither inserted nor there before: no such conversation
+            outcomes.append(UnknownConversation(f"no conversation {job.conversation_id!r}"))
+        else:
+            message, created = outcome
+            outcomes.append((message, created and slot not in replayed))
+        replayed.add(slot)
+    return outcomes
+
+
+class SqliteStore:
+    """A :class:`~replyhq_trio.ports.Store` in one SQLite file.
+
+    Args:
+        path: a file path, or ``":memory:"``.
+        timeout: the longest a call waits, for the worker thread or for another
+            process's write lock (SQLite's busy timeout), before StoreUnavailable.
+        max_batch: the most writes group-committed in one transaction (1 turns group
+            commit off: one transaction per write).
+
+    Use it as ``async with SqliteStore(path) as store:`` (or :func:`open_store`).
+    """
+
+    def __init__(self, path: str, *, timeout: float = 5.0, max_batch: int = 1000) -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout!r}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch!r}")
+        self._path = path
+        self._timeout = timeout
+        self._limiter = trio.CapacityLimiter(1)
+        self._con: sqlite3.Connection | None = None
+        self._writes: GroupCommit[_Write, Any] = GroupCommit(
+            self._commit_batch,
+            max_batch=max_batch,
+            timeout=timeout,
+            timed_out=self._timed_out,
+            name=f"SQLite group commit ({path})",
+        )
+        #: Write transactions committed (a group-committed batch counts once).
+        self.commits = 0
+
+    @property
+    def batches(self) -> int:
+        """Group-commit batches run so far (one transaction each)."""
+        return self._writes.batches
+
+    @property
+    def batched_writes(self) -> int:
+        """Writes that went through group commit."""
+        return self._writes.jobs
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the connection and set WAL, ``synchronous=FULL``, foreign keys.
+
+        Raises:
+            StoreUnavailable: the file cannot be opened (one line, with the path).
+        """
+        if self._con is not None:
+            return
+        try:
+            with trio.fail_after(self._timeout):
+                self._con = await trio.to_thread.run_sync(self._connect, limiter=self._limiter)
+        except trio.TooSlowError:
+            raise StoreUnavailable(
+                f"SQLite database {self._path} did not open within {self._timeout:g} s"
+            ) from None
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite database {self._path}: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(
+            self._path,
+            timeout=self._timeout,
+            isolation_level=None,  # autocommit; transactions are explicit BEGIN/COMMIT
+            check_same_thread=False,  # one thread at a time, guarded by the limiter
+        )
+        try:
+            con.row_factory = sqlite3.Row
+            con.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+            con.execute("PRAGMA journal_mode = WAL")
+            con.execute("PRAGMA synchronous = FULL")
+            con.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    async def aclose(self) -> None:
+        """Close the connection once the calls in progress are done (shielded, and
+        bounded by the timeout; past it the connection is closed by the garbage
+        collector instead). Later calls raise StoreUnavailable."""
+        con, self._con = self._con, None
+        if con is None:
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(self._timeout):
+            await trio.to_thread.run_sync(con.close, limiter=self._limiter)
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- running work on the thread -------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        con = self._con
+        if con is None:
+            raise StoreUnavailable(f"the SQLite store {self._path} is closed")
+        return con
+
+    async def _in_thread(self, fn: Callable[[*_Ts], _T], *args: *_Ts) -> _T:
+        """Run ``fn`` on the worker thread; sqlite3 errors become store errors. Not
+        cancellable once the thread has started (it is bounded by the busy timeout)."""
+        try:
+            return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        except sqlite3.Error as exc:
+            raise _unavailable(exc) from exc
+
+    async def _call(self, fn: Callable[[*_Ts], _T], *args: *_Ts) -> _T:
+        """:meth:`_in_thread` within the store's timeout."""
+        try:
+            with trio.fail_after(self._timeout):
+                return await self._in_thread(fn, *args)
+        except trio.TooSlowError:
+            raise self._timed_out() from None
+
+    def _timed_out(self) -> StoreUnavailable:
+        return StoreUnavailable(f"SQLite did not answer within {self._timeout:g} s ({self._path})")
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """On the worker thread: ``work`` in one write transaction."""
+        con = self._connection()
+        con.execute("BEGIN IMMEDIATE")  # take the write lock now (busy timeout applies)
+        try:
+            result = work(con)
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        self.commits += 1
+        return result
+
+    async def _write_batched(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` in a group-committed transaction, in a savepoint of its own; see
+        the module docstring."""
+        result: _T = await self._writes.submit(work)
+        return result
+
+    async def _commit_batch(self, batch: list[_Write]) -> list[Any]:
+        """Group commit's batch function: the batch in one transaction on the worker
+        thread (not cancellable once the thread has started, bounded by the busy
+        timeout); a sqlite3 error that is not one job's own fails the whole batch."""
+        return await self._in_thread(self._run_batch, batch)
+
+    def _run_batch(self, batch: list[_Write]) -> list[Any]:
+        """On the worker thread: every write of the batch in one transaction, the new
+        messages first (all together), then the other writes in queue order, each in
+        its own savepoint.
+
+        A write that raises is rolled back to its savepoint and gets its exception; a
+        sqlite3 error other than a constraint violation (I/O, full disk, lock timeout)
+        fails the whole batch instead, since the transaction itself may be gone.
+        """
+
+        def run_all(con: sqlite3.Connection) -> list[Any]:
+            results: list[Any] = [None] * len(batch)
+            new = [index for index, job in enumerate(batch) if isinstance(job, NewMessage)]
+            if new:
+                messages = [cast("NewMessage", batch[index]) for index in new]
+                for index, outcome in zip(new, _add_messages(con, messages), strict=True):
+                    results[index] = outcome
+            for index, job in enumerate(batch):
+                if not isinstance(job, NewMessage):
+                    results[index] = _in_savepoint(con, job)
+            return results
+
+        return self._transaction(run_all)
+
+    # --- schema -----------------------------------------------------------------------
+
+    async def migrate(self) -> None:
+        """Apply the missing migrations, each in its own ``BEGIN IMMEDIATE`` transaction
+        (which takes SQLite's write lock, so two processes migrating at once apply each
+        step once: the second re-reads the versions under the lock)."""
+        await self._call(self._migrate)
+
+    def _migrate(self) -> None:
+        def applied(con: sqlite3.Connection) -> set[int]:
+            con.execute(SQLITE_CREATE_MIGRATIONS_TABLE)
+            return {row[0] for row in con.execute("SELECT version FROM schema_migrations")}
+
+        if {m.version for m in SQLITE_MIGRATIONS} <= self._transaction(applied):
+            return
+        for migration in SQLITE_MIGRATIONS:
+            self._transaction(partial(_apply, migration, applied))
+
+    async def check(self) -> None:
+        await self._call(self._check)
+
+    def _check(self) -> None:
+        self._connection().execute("SELECT 1").fetchall()
+
+    # --- apps and credentials -----------------------------------------------------
+
+    async def create_app(self, name: str) -> NewApp:
+        require_text("name", name)
+        app = App(id=new_app_id(), name=name, created_at=utc_now())
+        api_key, admin_token = new_api_key(), new_admin_token()
+
+        def work(con: sqlite3.Connection) -> None:
+            con.execute(
+                "INSERT INTO apps (id, name, api_key_hash, created_at) VALUES (?, ?, ?, ?)",
+                (app.id, app.name, hash_secret(api_key), _iso(app.created_at)),
+            )
+            con.execute(
+                "INSERT INTO admin_tokens (token_hash, app_id, created_at) VALUES (?, ?, ?)",
+                (hash_secret(admin_token), app.id, _iso(app.created_at)),
+            )
+
+        await self._call(self._transaction, work)
+        return NewApp(app=app, api_key=api_key, admin_token=admin_token)
+
+    async def count_apps(self) -> int:
+        def work() -> int:
+            count: int = self._connection().execute("SELECT count(*) FROM apps").fetchone()[0]
+            return count
+
+        return await self._call(work)
+
+    async def verify_api_key(self, app_id: str, api_key: str) -> bool:
+        if not storable(app_id):
+            return False
+
+        def work() -> str | None:
+            row = (
+                self._connection()
+                .execute("SELECT api_key_hash FROM apps WHERE id = ?", (app_id,))
+                .fetchone()
+            )
+            return None if row is None else str(row[0])
+
+        return secret_matches(api_key, await self._call(work))
+
+    async def create_admin_token(self, app_id: str) -> str:
+        if not storable(app_id):
+            raise UnknownApp(f"no app {app_id!r}")
+        token = new_admin_token()
+
+        def work(con: sqlite3.Connection) -> None:
+            if con.execute("SELECT 1 FROM apps WHERE id = ?", (app_id,)).fetchone() is None:
+                raise UnknownApp(f"no app {app_id!r}")
+            con.execute(
+                "INSERT INTO admin_tokens (token_hash, app_id, created_at) VALUES (?, ?, ?)",
+                (hash_secret(token), app_id, _iso(utc_now())),
+            )
+
+        await self._call(self._transaction, work)
+        return token
+
+    async def revoke_admin_token(self, token: str) -> bool:
+        def work() -> bool:
+            cursor = self._connection().execute(
+                "UPDATE admin_tokens SET revoked_at = ? "
+                "WHERE token_hash = ? AND revoked_at IS NULL",
+                (_iso(utc_now()), hash_secret(token)),
+            )
+            return cursor.rowcount == 1
+
+        return await self._call(work)
+
+    async def verify_admin_token(self, app_id: str, token: str) -> bool:
+        # Looked up by its hash (the primary key): an index lookup on SHA-256(input)
+        # tells a timing attacker nothing about any stored token.
+        digest = hash_secret(token)
+        if not storable(app_id):
+            return False
+
+        def work() -> str | None:
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT token_hash FROM admin_tokens "
+                    "WHERE token_hash = ? AND app_id = ? AND revoked_at IS NULL",
+                    (digest, app_id),
+                )
+                .fetchone()
+            )
+            return None if row is None else str(row[0])
+
+        return secret_matches(token, await self._call(work))
+
+    # --- conversations ------------------------------------------------------------
+
+    async def create_conversation(self, app_id: str, device_id: str) -> Conversation:
+        if not storable(app_id):
+            raise UnknownApp(f"no app {app_id!r}")
+        require_text("device_id", device_id)
+        now = utc_now()
+        conversation = Conversation(
+            id=new_conversation_id(),
+            app_id=app_id,
+            device_id=device_id,
+            created_at=now,
+            updated_at=now,
+            last_message_id=None,
+        )
+
+        def work(con: sqlite3.Connection) -> None:
+            if con.execute("SELECT 1 FROM apps WHERE id = ?", (app_id,)).fetchone() is None:
+                raise UnknownApp(f"no app {app_id!r}")
+            con.execute(
+                "INSERT INTO conversations (id, app_id, device_id, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (conversation.id, app_id, device_id, _iso(now), _iso(now)),
+            )
+
+        await self._write_batched(work)
+        return conversation
+
+    async def get_conversation(self, app_id: str, conversation_id: str) -> Conversation | None:
+        if not storable(app_id, conversation_id):
+            return None
+
+        def work() -> Conversation | None:
+            row = (
+                self._connection()
+                .execute(
+                    f"SELECT {_CONVERSATION_COLUMNS} FROM conversations "
+                    "WHERE id = ? AND app_id = ?",
+                    (conversation_id, app_id),
+                )
+                .fetchone()
+            )
+            return None if row is None else _conversation(row)
+
+        return await self._call(work)
+
+    async def list_conversations(
+        self, app_id: str, device_id: str | None = None, *, limit: int = 200
+    ) -> list[Conversation]:
+        if limit < 0:
+            raise ValueError(f"limit must not be negative, got {limit!r}")
+        if not storable(app_id, device_id or ""):
+            return []
+
+        def work() -> list[Conversation]:
+            con = self._connection()
+            if device_id is None:
+                rows = con.execute(
+                    f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE app_id = ? "
+                    "ORDER BY updated_at DESC, id DESC LIMIT ?",
+                    (app_id, limit),
+                ).fetchall()
+            else:
+                rows = con.execute(
+                    f"SELECT {_CONVERSATION_COLUMNS} FROM conversations "
+                    "WHERE app_id = ? AND device_id = ? "
+                    "ORDER BY updated_at DESC, id DESC LIMIT ?",
+                    (app_id, device_id, limit),
+                ).fetchall()
+            return [_conversation(row) for row in rows]
+
+        return await self._call(work)
+
+    async def latest_conversation(self, app_id: str, device_id: str) -> Conversation | None:
+        found = await self.list_conversations(app_id, device_id, limit=1)
+        return found[0] if found else None
+
+    # --- messages -------------------------------------------------------------------
+
+    async def add_message(
+        self, conversation_id: str, *, local_id: str, body: str, sender: Sender
+    ) -> tuple[Message, bool]:
+        if not storable(conversation_id):
+            raise UnknownConversation(f"no conversation {conversation_id!r}")
+        require_text("local_id", local_id)
+        require_text("body", body)
+
+        outcome: tuple[Message, bool] = await self._writes.submit(
+            NewMessage(conversation_id, local_id, body, sender.value)
+        )
+        return outcome
+
+    async def list_messages(
+        self, conversation_id: str, *, after: str | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        if limit < 0:
+            raise ValueError(f"limit must not be negative, got {limit!r}")
+        after_seq = 0
+        if after is not None:
+            parsed = parse_message_id(after)
+            if parsed is None:
+                raise InvalidCursor(f"{after!r} is not a message id")
+            after_seq = parsed
+        if not storable(conversation_id):
+            if after is not None:
+                raise InvalidCursor(f"{after!r} is not a message of {conversation_id!r}")
+            return [], False
+
+        def work() -> tuple[list[Message], bool]:
+            con = self._connection()
+            if after is not None:
+                found = con.execute(
+                    "SELECT 1 FROM messages WHERE seq = ? AND conversation_id = ?",
+                    (after_seq, conversation_id),
+                ).fetchone()
+                if found is None:
+                    raise InvalidCursor(f"{after!r} is not a message of {conversation_id!r}")
+            rows = con.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages "
+                "WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (conversation_id, after_seq, limit + 1),
+            ).fetchall()
+            return [_message(row) for row in rows[:limit]], len(rows) > limit
+
+        return await self._call(work)
+
+    async def set_status(
+        self, conversation_id: str, message_id: str, status: MessageStatus
+    ) -> tuple[Message, bool]:
+        seq = parse_message_id(message_id)
+        if seq is None or not storable(conversation_id):
+            raise UnknownMessage(f"no message {message_id!r} in {conversation_id!r}")
+
+        def work(con: sqlite3.Connection) -> tuple[Message, bool]:
+            moved = con.execute(
+                f"UPDATE messages SET status = ? "
+                f"WHERE seq = ? AND conversation_id = ? AND {_STATUS_RANK_SQL} < ? "
+                f"RETURNING {_MESSAGE_COLUMNS}",
+                (status.value, seq, conversation_id, STATUS_RANK[status]),
+            ).fetchall()
+            if moved:
+                return _message(moved[0]), True
+            row = con.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE seq = ? AND conversation_id = ?",
+                (seq, conversation_id),
+            ).fetchone()
+            if row is None:
+                raise UnknownMessage(f"no message {message_id!r} in {conversation_id!r}")
+            return _message(row), False
+
+        return await self._write_batched(work)

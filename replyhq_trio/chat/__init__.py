@@ -1,0 +1,25 @@
+"""ReplyHQ on the server: the /client and /admin namespaces and the chat logic."""
+
+from ._client import ClientNamespace as ClientNamespace
+from ._contract import Contract as Contract
+from ._contract import Violation as Violation
+from ._errors import ChatError as ChatError
+from ._errors import Code as Code
+from ._service import ChatService as ChatService
+from ._service import ChatSettings as ChatSettings
+from ._service import conversation_payload as conversation_payload
+from ._service import message_payload as message_payload
+from ._service import store_call as store_call
+
+__all__ = [
+    "ChatError",
+    "ChatService",
+    "ChatSettings",
+    "ClientNamespace",
+    "Code",
+    "Contract",
+    "Violation",
+    "conversation_payload",
+    "message_payload",
+    "store_call",
+]

@@ -1,0 +1,332 @@
+"""What both namespaces and the REST API share: the store, the contract, the rooms,
+posting messages, receipts, typing, and the wire form of stored values."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import attrs
+import trio
+
+from ..hub import EventRefused, Hub, Socket, SocketGone
+from ..ports import (
+    Conversation,
+    Message,
+    MessageStatus,
+    Sender,
+    Store,
+    StoreError,
+    StoreUnavailable,
+)
+from ._contract import Contract, Violation
+from ._errors import ChatError, Code
+from ._ordering import BroadcastOrder
+from ._typing import TypingTracker
+
+__all__ = [
+    "ChatService",
+    "ChatSettings",
+    "app_room",
+    "conversation_payload",
+    "conversation_room",
+    "message_payload",
+    "store_call",
+    "timestamp",
+]
+
+log = logging.getLogger("replyhq_trio.chat")
+
+T = TypeVar("T")
+#: How many broadcast message ids a node remembers to tell replays from lost broadcasts.
+_ANNOUNCED_MAX = 10_000
+PayloadHandler = Callable[[Socket, Any], Awaitable[Any]]
+
+
+def conversation_room(conversation_id: str) -> str:
+    return f"conversation:{conversation_id}"
+
+
+def app_room(app_id: str) -> str:
+    return f"app:{app_id}"
+
+
+def timestamp(moment: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds and a ``Z``, as the contract's timestamps."""
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def message_payload(message: Message) -> dict[str, Any]:
+    """A message as ``message:new`` and REST carry it."""
+    return {
+        "id": message.id,
+        "local_id": message.local_id,
+        "conversation_id": message.conversation_id,
+        "body": message.body,
+        "sender": message.sender.value,
+        "created_at": timestamp(message.created_at),
+        "status": message.status.value,
+    }
+
+
+def conversation_payload(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "id": conversation.id,
+        "app_id": conversation.app_id,
+        "device_id": conversation.device_id,
+        "created_at": timestamp(conversation.created_at),
+        "updated_at": timestamp(conversation.updated_at),
+        "last_message_id": conversation.last_message_id,
+    }
+
+
+async def store_call(call: Awaitable[T]) -> T:
+    """Await a store call; an unreachable store becomes STORE_UNAVAILABLE for the client,
+    and text the store refuses (the schemas keep it out) INVALID_PAYLOAD."""
+    try:
+        return await call
+    except StoreUnavailable as exc:
+        log.warning("store unavailable: %s", exc)
+        raise ChatError(Code.STORE_UNAVAILABLE) from None
+    except StoreError as exc:
+        if type(exc) is not StoreError:
+            raise  # UnknownMessage and the like: the caller decides what they mean
+        raise ChatError(Code.INVALID_PAYLOAD, str(exc)) from None
+
+
+@attrs.frozen(kw_only=True)
+class ChatSettings:
+    """The chat layer's own settings.
+
+    Attributes:
+        typing_timeout: Seconds after the last ``typing:start`` at which typing stops.
+        shutdown_window: The range of ``reconnect_delay_ms`` handed out at a shutdown,
+            in seconds, so that clients do not all come back at once.
+        send_timeout: The longest a message may take to be stored and broadcast, even
+            when its sender left meanwhile (above the store's own timeout).
+    """
+
+    typing_timeout: float = 5.0
+    shutdown_window: tuple[float, float] = (5.0, 15.0)
+    send_timeout: float = 15.0
+
+
+@attrs.frozen
+class _Typist:
+    namespace: str
+    sid: str
+    conversation_id: str
+    device_id: str
+
+
+class ChatService:
+    """The chat logic both namespaces and REST are written against.
+
+    Args:
+        hub: Where broadcasts go.
+        store: Apps, conversations, messages.
+        contract: The payload schemas.
+    """
+
+    def __init__(
+        self, *, hub: Hub, store: Store, contract: Contract, settings: ChatSettings
+    ) -> None:
+        self.hub = hub
+        self.store = store
+        self.contract = contract
+        self.settings = settings
+        self.typing = TypingTracker(timeout=settings.typing_timeout, stopped=self._typing_expired)
+        self._order = BroadcastOrder()
+        self._announced: dict[str, None] = {}
+
+    # --- payloads ------------------------------------------------------------------
+
+    def contract_handshake(self, namespace: str) -> str:
+        schema: str = self.contract.index[namespace.strip("/")]["handshake"]["auth"]
+        return schema
+
+    def check(self, namespace: str, event: str, args: tuple[Any, ...]) -> Any:
+        """The event's payload, checked against its schema (raises INVALID_PAYLOAD)."""
+        schema = self.contract.incoming(namespace, event)
+        payload = args[0] if args else None
+        if schema is None:
+            return payload
+        try:
+            self.contract.check(schema, payload)
+        except Violation as violation:
+            raise ChatError(
+                Code.INVALID_PAYLOAD, violation.message, field=violation.field
+            ) from None
+        return payload
+
+    def handler(
+        self, namespace: str, event: str, handle: PayloadHandler
+    ) -> Callable[[Socket, tuple[Any, ...]], Awaitable[Any]]:
+        """An event handler that checks the payload and turns ChatError into the ack or an
+        ``error`` event (whichever the client can receive)."""
+
+        async def run(socket: Socket, args: tuple[Any, ...]) -> Any:
+            try:
+                return await handle(socket, self.check(namespace, event, args))
+            except ChatError as error:
+                raise EventRefused(error.ack(), "error", error.event()) from None
+
+        return run
+
+    async def unknown_event(self, socket: Socket, name: str, args: tuple[Any, ...]) -> None:
+        error = ChatError(Code.UNKNOWN_EVENT, f"unknown event {name!r}")
+        raise EventRefused(error.ack(), "error", error.event())
+
+    # --- messages --------------------------------------------------------------------
+
+    async def post_message(
+        self, app_id: str, conversation_id: str, *, local_id: str, body: str, sender: Sender
+    ) -> tuple[dict[str, Any], bool]:
+        """Store a message, then broadcast ``message:new``; returns its payload and
+        whether it is new.
+
+        The broadcast happens only once the message is durable, in id order within the
+        conversation. It happens even if the sender goes away meanwhile (the store call
+        and the broadcast are shielded, within ``settings.send_timeout``). A replay of
+        the same ``local_id`` returns the stored message; it is broadcast again only if
+        this node never broadcast it (a send whose outcome was unknown, a store that
+        committed after its answer was lost): delivery is at least once, and clients
+        deduplicate by ``local_id``.
+        """
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self.settings.send_timeout) as deadline:
+                return await self._store_and_broadcast(
+                    app_id, conversation_id, local_id=local_id, body=body, sender=sender
+                )
+            if deadline.cancelled_caught:
+                log.warning(
+                    "a message for %s took over %s s", conversation_id, self.settings.send_timeout
+                )
+        raise ChatError(Code.STORE_UNAVAILABLE)
+
+    async def _store_and_broadcast(
+        self, app_id: str, conversation_id: str, *, local_id: str, body: str, sender: Sender
+    ) -> tuple[dict[str, Any], bool]:
+        ticket = self._order.take_ticket(conversation_id)
+        try:
+            message, created = await store_call(
+                self.store.add_message(conversation_id, local_id=local_id, body=body, sender=sender)
+            )
+        except BaseException:
+            self._order.drop_ticket(conversation_id, ticket)
+            raise
+        payload = message_payload(message)
+        if message.id in self._announced:
+            self._order.drop_ticket(conversation_id, ticket)
+            return payload, created
+        self._announce(message.id)
+
+        async def send() -> None:
+            await self._to_conversation("message:new", payload, app_id, conversation_id)
+
+        try:
+            await self._order.broadcast(conversation_id, ticket, message.id, send)
+        except BaseException:
+            self._announced.pop(message.id, None)  # not sent: a replay may send it
+            raise
+        return payload, created
+
+    def _announce(self, message_id: str) -> None:
+        # Remember what this node broadcast, so that replays do not repeat it; bounded,
+        # oldest forgotten first (a replay comes seconds after the send, not hours).
+        announced = self._announced
+        announced[message_id] = None
+        if len(announced) > _ANNOUNCED_MAX:
+            del announced[next(iter(announced))]
+
+    async def set_status(
+        self, app_id: str, conversation_id: str, message_id: str, status: MessageStatus
+    ) -> None:
+        """A receipt: move the message's status forward and tell the room if it moved."""
+        message, changed = await store_call(
+            self.store.set_status(conversation_id, message_id, status)
+        )
+        if changed:
+            payload = {
+                "conversation_id": conversation_id,
+                "message_id": message.id,
+                "status": message.status.value,
+                "updated_at": timestamp(datetime.now(message.created_at.tzinfo)),
+            }
+            await self._to_conversation("message:status", payload, app_id, conversation_id)
+
+    async def _to_conversation(
+        self, event: str, payload: dict[str, Any], app_id: str, conversation_id: str
+    ) -> None:
+        # Devices in the conversation (the sender too: its other connections need it),
+        # and admins watching the app or this conversation, each socket once.
+        room = conversation_room(conversation_id)
+        await self.hub.emit("/client", event, payload, to=room)
+        await self.hub.emit("/admin", event, payload, to=(app_room(app_id), room))
+
+    # --- typing --------------------------------------------------------------------------
+
+    async def start_typing(self, namespace: str, socket: Socket, conversation_id: str) -> None:
+        key = _Typist(namespace, socket.sid, conversation_id, socket.data.get("device_id", ""))
+        if self.typing.start(key):
+            await self._typing_event(key, is_typing=True)
+
+    async def stop_typing(self, namespace: str, socket: Socket, conversation_id: str) -> None:
+        key = _Typist(namespace, socket.sid, conversation_id, socket.data.get("device_id", ""))
+        if self.typing.stop(key):
+            await self._typing_event(key, is_typing=False)
+
+    async def stop_typing_of(self, namespace: str, socket: Socket) -> None:
+        """A socket left: whatever it was typing stops."""
+        for key in self.typing.typists():
+            if (
+                isinstance(key, _Typist)
+                and key.namespace == namespace
+                and key.sid == socket.sid
+                and self.typing.stop(key)
+            ):
+                await self._typing_event(key, is_typing=False)
+
+    async def _typing_expired(self, key: object) -> None:
+        assert isinstance(key, _Typist)
+        await self._typing_event(key, is_typing=False)
+
+    async def _typing_event(self, key: _Typist, *, is_typing: bool) -> None:
+        room = conversation_room(key.conversation_id)
+        if key.namespace == "/client":
+            payload = {
+                "conversation_id": key.conversation_id,
+                "device_id": key.device_id,
+                "is_typing": is_typing,
+            }
+            # The other devices in the room (never the typist) and the watching admins.
+            await self.hub.emit("/client", "user:typing", payload, to=room, skip=[key.sid])
+            await self.hub.emit("/admin", "user:typing", payload, to=room)
+        else:
+            payload = {"conversation_id": key.conversation_id, "is_typing": is_typing}
+            await self.hub.emit("/client", "agent:typing", payload, to=room)
+
+    # --- shutdown --------------------------------------------------------------------------
+
+    async def announce_shutdown(self) -> None:
+        """Tell every socket of both namespaces to reconnect later, each after its own
+        delay in the window: stratified, so reconnects spread evenly."""
+        sockets = [*self.hub.sockets("/client"), *self.hub.sockets("/admin")]
+        low, high = self.settings.shutdown_window
+        random.shuffle(sockets)
+        for index, socket in enumerate(sockets):
+            slot = (index + random.random()) / max(1, len(sockets))
+            delay_ms = int((low + (high - low) * slot) * 1000)
+            notice = {"message": "Server is shutting down", "reconnect_delay_ms": delay_ms}
+            # Never waits: one client that stopped reading must not hold up the notice
+            # of everyone after it.
+            with contextlib.suppress(SocketGone):  # it left meanwhile: nothing to tell
+                socket.emit_nowait("server:shutdown", notice)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The chat layer's background work (typing deadlines) until cancelled."""
+        await self.typing.run(task_status=task_status)

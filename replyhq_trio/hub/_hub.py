@@ -1,0 +1,162 @@
+"""The hub: namespaces, rooms, broadcasts and the other nodes, for the whole process.
+
+A broadcast is encoded once (Socket.IO text and WebSocket frame bytes) and handed to
+every recipient's session, which writes it without waiting; a recipient that cannot
+keep up is disconnected instead of slowing the others. Broadcasts also go to the
+other nodes through the backplane.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+import trio
+
+from ..sansio import prepare_emit
+from ._backplane import Backplane, Broadcast, LocalBackplane
+from ._namespace import Namespace
+from ._registry import RoomRegistry
+from ._socket import Socket
+
+__all__ = ["Hub"]
+
+log = logging.getLogger("replyhq_trio.hub")
+
+
+class Hub:
+    """Namespaces, rooms and cross-node broadcasts of one process.
+
+    Args:
+        node_id: This node's name among the nodes sharing a backplane.
+        backplane: How broadcasts reach other nodes (none by default).
+    """
+
+    def __init__(self, *, node_id: str | None = None, backplane: Backplane | None = None) -> None:
+        self.node_id = node_id or secrets.token_hex(6)
+        self.backplane: Backplane = backplane or LocalBackplane()
+        self._namespaces: dict[str, Namespace] = {}
+        self._rooms: dict[str, RoomRegistry[Socket]] = {}
+        self._sockets: dict[str, dict[str, Socket]] = {}
+
+    # --- namespaces -----------------------------------------------------------------
+
+    def namespace(self, name: str) -> Namespace:
+        """The namespace ``name``, created on first use."""
+        namespace = self._namespaces.get(name)
+        if namespace is None:
+            namespace = self._namespaces[name] = Namespace(name)
+            self._rooms[name] = RoomRegistry()
+            self._sockets[name] = {}
+        return namespace
+
+    def get_namespace(self, name: str) -> Namespace | None:
+        return self._namespaces.get(name)
+
+    @property
+    def namespaces(self) -> list[str]:
+        return list(self._namespaces)
+
+    def rooms(self, namespace: str) -> RoomRegistry[Socket]:
+        return self._rooms[namespace]
+
+    def sockets(self, namespace: str) -> list[Socket]:
+        return list(self._sockets.get(namespace, {}).values())
+
+    def socket(self, namespace: str, sid: str) -> Socket | None:
+        return self._sockets.get(namespace, {}).get(sid)
+
+    def new_socket_id(self) -> str:
+        return secrets.token_urlsafe(15)
+
+    def socket_joined(self, socket: Socket) -> None:
+        self._sockets[socket.namespace][socket.sid] = socket
+        # Every socket is alone in the room named by its id, so broadcasts can target
+        # or exclude single sockets, here and on other nodes.
+        self._rooms[socket.namespace].join(socket, socket.sid)
+
+    def socket_left(self, socket: Socket) -> None:
+        self._sockets[socket.namespace].pop(socket.sid, None)
+        self._rooms[socket.namespace].leave_all(socket)
+
+    # --- broadcasts -------------------------------------------------------------------
+
+    async def emit(
+        self,
+        namespace: str,
+        event: str,
+        *args: Any,
+        to: str | Iterable[str] | None = None,
+        skip: Iterable[Socket | str] = (),
+    ) -> int:
+        """Send ``event(*args)`` to sockets of ``namespace`` on every node.
+
+        Args:
+            to: A room or rooms (a socket id is a room too); ``None`` means every
+                socket of the namespace.
+            skip: Sockets (or rooms) that must not receive it, such as the sender.
+
+        Returns:
+            How many local sockets it was written to.
+
+        Never waits for a slow client: one over its backlog bound is disconnected.
+        """
+        rooms = (to,) if isinstance(to, str) else tuple(to or ())
+        exclude = tuple(item.sid if isinstance(item, Socket) else item for item in skip)
+        delivered = self.deliver(namespace, event, args, rooms, exclude)
+        await self.backplane.publish(
+            Broadcast(
+                origin=self.node_id,
+                namespace=namespace,
+                event=event,
+                args=args,
+                rooms=rooms,
+                exclude=exclude,
+            )
+        )
+        return delivered
+
+    def deliver(
+        self,
+        namespace: str,
+        event: str,
+        args: tuple[Any, ...],
+        rooms: tuple[str, ...],
+        exclude: tuple[str, ...],
+    ) -> int:
+        """Write an event to the local sockets it targets; returns how many."""
+        registry = self._rooms.get(namespace)
+        if registry is None:
+            return 0
+        if rooms:
+            targets: Iterable[Socket] = registry.select(rooms, exclude)
+        elif exclude:
+            targets = set(registry.all_members()) - registry.select(exclude)
+        else:
+            targets = list(registry.all_members())
+        prepared = prepare_emit(namespace, event, args)
+        count = 0
+        for socket in targets:
+            socket.send_prepared(prepared)
+            count += 1
+        return count
+
+    def _deliver_remote(self, broadcast: Broadcast) -> None:
+        if broadcast.origin == self.node_id:
+            return
+        self.deliver(
+            broadcast.namespace, broadcast.event, broadcast.args, broadcast.rooms, broadcast.exclude
+        )
+
+    # --- the hub's own tasks --------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the hub's background work (the backplane subscriber) until cancelled."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._run_backplane)
+            task_status.started()
+
+    async def _run_backplane(self, *, task_status: trio.TaskStatus[None]) -> None:
+        await self.backplane.run(self._deliver_remote, task_status=task_status)

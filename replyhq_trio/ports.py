@@ -1,0 +1,205 @@
+"""The seams between the chat application and its backends.
+
+The chat layer depends on these protocols only; ``replyhq_trio/backends`` implements
+them (SQLite embedded, PostgreSQL through asyncpg). Values crossing the seam are
+frozen attrs classes, never rows or dicts.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Protocol
+
+import attrs
+
+__all__ = [
+    "App",
+    "Conversation",
+    "InvalidCursor",
+    "Message",
+    "MessageStatus",
+    "NewApp",
+    "Sender",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "UnknownApp",
+    "UnknownConversation",
+    "UnknownMessage",
+]
+
+
+class Sender(enum.Enum):
+    USER = "user"
+    AGENT = "agent"
+    SYSTEM = "system"
+
+
+class MessageStatus(enum.Enum):
+    """Where a message is; it only moves forward (sent -> delivered -> read)."""
+
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+
+
+@attrs.frozen(kw_only=True)
+class App:
+    id: str
+    name: str
+    created_at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class NewApp:
+    """An app just created, with its secrets in the clear: shown once, stored hashed."""
+
+    app: App
+    api_key: str
+    admin_token: str
+
+
+@attrs.frozen(kw_only=True)
+class Conversation:
+    id: str
+    app_id: str
+    device_id: str
+    created_at: datetime
+    updated_at: datetime
+    last_message_id: str | None
+
+
+@attrs.frozen(kw_only=True)
+class Message:
+    """A stored message. Ids sort in creation order as plain strings, store-wide."""
+
+    id: str
+    local_id: str
+    conversation_id: str
+    body: str
+    sender: Sender
+    status: MessageStatus
+    created_at: datetime
+
+
+class StoreError(Exception):
+    """Base of what a store raises."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached or did not answer in time; nothing was changed
+    (or a retry with the same ``local_id`` finds what was)."""
+
+
+class InvalidCursor(StoreError):
+    """An ``after`` cursor that is not a message of the conversation."""
+
+
+class UnknownApp(StoreError):
+    """No app with that id."""
+
+
+class UnknownConversation(StoreError):
+    """No conversation with that id (``add_message`` into a conversation that does not
+    exist)."""
+
+
+class UnknownMessage(StoreError):
+    """No message with that id in that conversation."""
+
+
+class Store(Protocol):
+    """Apps, credentials, conversations and messages.
+
+    Every call either completes or raises :class:`StoreError`; none waits longer than
+    the store's own timeout (then :class:`StoreUnavailable`).
+    """
+
+    async def migrate(self) -> None:
+        """Bring the schema to the current version (idempotent)."""
+
+    async def aclose(self) -> None:
+        """Release connections and threads."""
+
+    async def check(self) -> None:
+        """Raise StoreUnavailable unless the store answers a trivial query now."""
+
+    # --- apps and credentials ---------------------------------------------------
+
+    async def create_app(self, name: str) -> NewApp: ...
+
+    async def count_apps(self) -> int: ...
+
+    async def verify_api_key(self, app_id: str, api_key: str) -> bool:
+        """Whether ``api_key`` is the app's client key (compared in constant time)."""
+
+    async def create_admin_token(self, app_id: str) -> str:
+        """A new admin token for the app, returned in the clear once.
+
+        Raises:
+            UnknownApp: no such app.
+        """
+
+    async def revoke_admin_token(self, token: str) -> bool:
+        """Revoke an admin token; False if it was unknown or already revoked."""
+
+    async def verify_admin_token(self, app_id: str, token: str) -> bool:
+        """Whether ``token`` is a live (unrevoked) admin token of the app."""
+
+    # --- conversations ------------------------------------------------------------
+
+    async def create_conversation(self, app_id: str, device_id: str) -> Conversation: ...
+
+    async def get_conversation(self, app_id: str, conversation_id: str) -> Conversation | None:
+        """The conversation if it belongs to ``app_id``, else None."""
+
+    async def list_conversations(
+        self, app_id: str, device_id: str | None = None, *, limit: int = 200
+    ) -> list[Conversation]:
+        """The app's (or the device's) conversations, most recently updated first."""
+
+    async def latest_conversation(self, app_id: str, device_id: str) -> Conversation | None:
+        """The device's most recently updated conversation."""
+
+    # --- messages -------------------------------------------------------------------
+
+    async def add_message(
+        self, conversation_id: str, *, local_id: str, body: str, sender: Sender
+    ) -> tuple[Message, bool]:
+        """Store a message; returns it and whether it is new.
+
+        Idempotent on ``(conversation_id, local_id)``: a repeat returns the message
+        stored first and ``False``, however many times and from however many
+        connections at once. The conversation's ``updated_at`` and
+        ``last_message_id`` follow. Durable when this returns.
+
+        Concurrent calls may be committed together (group commit); each still gets
+        its own outcome, and one call's error (UnknownConversation, a refused text)
+        is its own. A call that is cancelled, or raises StoreUnavailable, after its
+        write was handed to the database may still have stored the message: a retry
+        with the same ``local_id`` returns it (``False``).
+
+        Raises:
+            UnknownConversation: no such conversation.
+        """
+
+    async def list_messages(
+        self, conversation_id: str, *, after: str | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        """Messages strictly after the cursor (all from the start when None), oldest
+        first, at most ``limit``; and whether more follow.
+
+        Raises:
+            InvalidCursor: ``after`` is not a message of this conversation.
+        """
+
+    async def set_status(
+        self, conversation_id: str, message_id: str, status: MessageStatus
+    ) -> tuple[Message, bool]:
+        """Move a message's status forward (never back); returns the message and
+        whether its status changed.
+
+        Raises:
+            UnknownMessage: not a message of this conversation.
+        """

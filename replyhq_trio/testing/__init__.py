@@ -1,0 +1,1 @@
+"""Applications and helpers for testing the server against official tools."""

@@ -1,0 +1,83 @@
+"""Settings come from flags, then ``REPLYHQ_*`` variables, then the defaults; logs are
+readable lines or one JSON object per line."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+
+import orjson
+import pytest
+
+from replyhq_trio.logs import configure_logging
+from replyhq_trio.settings import Settings, add_serve_arguments, settings_from
+
+
+def _parse(*flags: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    return parser.parse_args(list(flags))
+
+
+def test_flags_win_over_variables_which_win_over_defaults() -> None:
+    env = {"REPLYHQ_PORT": "4000", "REPLYHQ_HOST": "0.0.0.0", "REPLYHQ_CORS_ORIGINS": "a, b,"}
+    settings = settings_from(_parse("--port", "5000"), env)
+    assert (settings.port, settings.host, settings.cors_origins) == (5000, "0.0.0.0", ("a", "b"))
+    assert settings.database_url == Settings().database_url == "sqlite:///./replyhq.db"
+    config = settings_from(_parse("--max-payload", "2048", "--ping-interval", "5"), {})
+    server = config.server_config()
+    assert (server.protocol.max_payload, server.max_request_body) == (2048, 2048)
+    assert server.protocol.ping_interval == 5
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "complaint"),
+    [
+        (("--port", "70000"), {}, "port: 70000 is not a TCP port"),
+        ((), {"REPLYHQ_PING_TIMEOUT": "soon"}, "ping-timeout: expected a number, got 'soon'"),
+        (("--grace-period", "-1"), {}, "grace-period: must not be negative"),
+        (("--log-format", "xml"), {}, "log-format: 'xml' is not console or json"),
+        ((), {"REPLYHQ_LOG_LEVEL": "loud"}, "log-level: 'loud' is not debug"),
+    ],
+)
+def test_bad_values_are_one_line_errors(
+    flags: tuple[str, ...], env: dict[str, str], complaint: str
+) -> None:
+    with pytest.raises(ValueError, match="^" + complaint) as raised:
+        settings_from(_parse(*flags), env)
+    assert "\n" not in str(raised.value)
+
+
+def test_json_logs_are_one_object_per_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        configure_logging("info", "json")
+        logging.getLogger("replyhq_trio.test").info("hello %s", "world")
+        logging.getLogger("replyhq_trio.test").debug("not at info")
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            logging.getLogger("replyhq_trio.test").exception("failed")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(entry["level"], entry["message"]) for entry in lines] == [
+        ("info", "hello world"),
+        ("error", "failed"),
+    ]
+    assert "RuntimeError: boom" in lines[1]["exception"]
+    assert all(entry["logger"] == "replyhq_trio.test" for entry in lines)
+
+
+def test_a_command_reads_only_its_own_variables() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--database-url", dest="database_url", default=None)
+    settings = settings_from(
+        parser.parse_args([]), {"REPLYHQ_PORT": "abc", "REPLYHQ_DATABASE_URL": "sqlite:///x.db"}
+    )
+    assert (settings.database_url, settings.port) == ("sqlite:///x.db", 3000)
