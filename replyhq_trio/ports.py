@@ -195,10 +195,16 @@ class Store(Protocol):
         """
 
     async def set_status(
-        self, conversation_id: str, message_id: str, status: MessageStatus
+        self,
+        conversation_id: str,
+        message_id: str,
+        status: MessageStatus,
+        *,
+        by: Sender | None = None,
     ) -> tuple[Message, bool]:
         """Move a message's status forward (never back); returns the message and
-        whether its status changed.
+        whether its status changed. A receipt ``by`` the message's own sender (a device
+        reading what it wrote) leaves it as it is: receipts are the other side's.
 
         Raises:
             UnknownMessage: not a message of this conversation.

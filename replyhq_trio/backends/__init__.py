@@ -9,6 +9,7 @@ redis; the asyncio side is imported lazily, so a SQLite-only process never loads
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -52,12 +53,19 @@ def __getattr__(name: str) -> Any:
 
 
 def _redacted(url: str) -> str:
-    """``url`` without a password, for error messages."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in credentials:
+    """``url`` without a password (in the userinfo or a ``password=`` query
+    parameter), for error messages. Also for malformed URLs: those are the ones that
+    end up in a message."""
+    url = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", url)
+    head, at, host = url.rpartition("@")
+    if not at:
         return url
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+    scheme, sep, credentials = head.partition("://")
+    if not sep:  # e.g. postgresql:user:secret@host/db
+        scheme, sep, credentials = head.partition(":")
+    if ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
 
 
 @asynccontextmanager

@@ -2,14 +2,19 @@
 together, one batch (one transaction) at a time.
 
 A caller of :meth:`GroupCommit.submit` queues its *job* and waits for its own outcome.
-Whenever jobs are queued and no batch is in flight, a committer task (a Trio system
-task, so that no caller's cancellation can interrupt a batch that others wait for)
-takes up to ``max_batch`` of them, in queue order, and hands them to the store's batch
+Whenever jobs are queued and no batch is in flight, a committer task takes up to
+``max_batch`` of them, in queue order, and hands them to the store's batch
 function as one list; that function returns one outcome per job (a value, or the
 exception that job's caller gets) or raises a :class:`StoreError` that fails the whole
 batch. Jobs queued while a batch is in flight form the next batch, which starts as soon
 as the previous one is done: under load a transaction carries as many writes as arrived
 during the previous one, while a lone write is not delayed at all.
+
+The committer runs in the nursery of :meth:`GroupCommit.running` (the store holds it
+open for its lifetime), not in a caller's task, so that no caller's cancellation can
+interrupt a batch that others wait for. When that block ends, the batch in flight and
+those queued get up to the timeout to finish; whatever is left then fails with
+:class:`StoreUnavailable`, and later calls fail at once.
 
 Cancellation and time limits, for each caller (none waits longer than the store's
 timeout, counted from its call, plus the bounded cleanup below):
@@ -32,7 +37,8 @@ timeout, counted from its call, plus the bounded cleanup below):
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Generic, TypeVar, cast
 
 import trio
@@ -116,6 +122,9 @@ class GroupCommit(Generic[_J, _R]):
         self._name = name
         self._queue: list[_Entry[_J, _R]] = []
         self._committing = False
+        self._nursery: trio.Nursery | None = None
+        self._idle = trio.Event()  # set whenever no committer runs
+        self._idle.set()
         #: Batches run (each one transaction, whether it committed or failed).
         self.batches = 0
         #: Jobs handed to the batch function.
@@ -126,13 +135,39 @@ class GroupCommit(Generic[_J, _R]):
         """Jobs waiting for a committer."""
         return len(self._queue)
 
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Accept jobs for the duration of the block (the committer's lifetime)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                yield
+            finally:
+                self._nursery = None  # no new jobs from here on
+                with trio.CancelScope(shield=True), trio.move_on_after(self._timeout):
+                    await self._idle.wait()
+                nursery.cancel_scope.cancel()
+                for entry in self._queue:  # left over when the wait above timed out
+                    entry.error = StoreUnavailable("the store closed before this write")
+                    entry.done.set()
+                self._queue.clear()
+
     async def submit(self, job: _J) -> _R:
-        """Queue ``job``, wait for its batch, and return its outcome (or raise it)."""
+        """Queue ``job``, wait for its batch, and return its outcome (or raise it).
+
+        Raises:
+            StoreUnavailable: the store is not open (outside :meth:`running`), or
+                the write did not finish within the timeout.
+        """
+        nursery = self._nursery
+        if nursery is None:
+            raise StoreUnavailable("the store is not open")
         entry: _Entry[_J, _R] = _Entry(job)
         self._queue.append(entry)
         if not self._committing:
             self._committing = True
-            trio.lowlevel.spawn_system_task(self._commit_queued, name=self._name)
+            self._idle = trio.Event()
+            nursery.start_soon(self._commit_queued, name=self._name)
         try:
             with trio.fail_after(self._timeout):
                 await entry.done.wait()
@@ -167,7 +202,7 @@ class GroupCommit(Generic[_J, _R]):
 
     async def _commit_queued(self) -> None:
         """The committer: batch after batch, while jobs are queued. Raises nothing but
-        ``trio.Cancelled`` (a system task must not: the run is ending then)."""
+        ``trio.Cancelled`` (the store is closing then)."""
         try:
             while self._queue:
                 entries = self._queue[: self._max_batch]
@@ -175,6 +210,7 @@ class GroupCommit(Generic[_J, _R]):
                 await self._commit(entries)
         finally:
             self._committing = False
+            self._idle.set()
 
     async def _commit(self, entries: list[_Entry[_J, _R]]) -> None:
         batch = _Batch(len(entries))

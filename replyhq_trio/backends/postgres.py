@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from contextlib import AsyncExitStack
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
@@ -486,6 +487,7 @@ _SET_STATUS = f"""
 WITH moved AS (
     UPDATE messages SET status = $3
     WHERE seq = $1 AND conversation_id = $2 AND {_STATUS_RANK_SQL} < $4
+        AND sender IS DISTINCT FROM $5::text
     RETURNING {_MESSAGE_COLUMNS}
 )
 SELECT true AS changed, {_MESSAGE_COLUMNS} FROM moved
@@ -496,11 +498,16 @@ WHERE seq = $1 AND conversation_id = $2 AND NOT EXISTS (SELECT FROM moved)
 
 
 async def _unit_set_status(
-    pool: asyncpg.Pool, conversation_id: str, seq: int, status: str, rank: int
+    pool: asyncpg.Pool,
+    conversation_id: str,
+    seq: int,
+    status: MessageStatus,
+    by: str | None,
 ) -> tuple[Message, bool]:
+    rank = STATUS_RANK[status]
     async with pool.acquire() as con:
-        row = await con.fetchrow(_SET_STATUS, seq, conversation_id, status, rank)
-        unchanged = row is not None and not row["changed"]
+        row = await con.fetchrow(_SET_STATUS, seq, conversation_id, status.value, rank, by)
+        unchanged = row is not None and not row["changed"] and row["sender"] != by
         if unchanged and STATUS_RANK[MessageStatus(row["status"])] < rank:
             # Another transaction moved it past ``status`` while the UPDATE waited for
             # it: this statement's snapshot shows it from before. Read it as it is now.
@@ -567,6 +574,7 @@ class PostgresStore:
         self._close_timeout = close_timeout
         self._bridge = bridge
         self._pool: asyncpg.Pool | None = None
+        self._lifetime = AsyncExitStack()
         self._writes: GroupCommit[NewMessage, tuple[Message, bool]] = GroupCommit(
             self._add_batch,
             max_batch=max_batch,
@@ -641,6 +649,11 @@ class PostgresStore:
 
     async def __aenter__(self) -> Self:
         await self.open()
+        try:
+            await self._lifetime.enter_async_context(self._writes.running())
+        except BaseException:
+            await self.aclose()
+            raise
         return self
 
     async def __aexit__(
@@ -649,7 +662,10 @@ class PostgresStore:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        try:
+            await self._lifetime.aclose()  # writes in flight finish first (bounded)
+        finally:
+            await self.aclose()
 
     async def _call(
         self,
@@ -817,7 +833,12 @@ class PostgresStore:
         return await self._call(_unit_list_messages, conversation_id, after, after_seq, limit)
 
     async def set_status(
-        self, conversation_id: str, message_id: str, status: MessageStatus
+        self,
+        conversation_id: str,
+        message_id: str,
+        status: MessageStatus,
+        *,
+        by: Sender | None = None,
     ) -> tuple[Message, bool]:
         seq = parse_message_id(message_id)
         if seq is None or not storable(conversation_id):
@@ -826,6 +847,6 @@ class PostgresStore:
             _unit_set_status,
             conversation_id,
             seq,
-            status.value,
-            STATUS_RANK[status],
+            status,
+            by and by.value,
         )

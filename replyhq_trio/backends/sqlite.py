@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from datetime import datetime
 from functools import partial
 from types import TracebackType
@@ -307,6 +308,7 @@ class SqliteStore:
         self._timeout = timeout
         self._limiter = trio.CapacityLimiter(1)
         self._con: sqlite3.Connection | None = None
+        self._lifetime = AsyncExitStack()
         self._writes: GroupCommit[_Write, Any] = GroupCommit(
             self._commit_batch,
             max_batch=max_batch,
@@ -381,6 +383,11 @@ class SqliteStore:
 
     async def __aenter__(self) -> Self:
         await self.open()
+        try:
+            await self._lifetime.enter_async_context(self._writes.running())
+        except BaseException:
+            await self.aclose()
+            raise
         return self
 
     async def __aexit__(
@@ -389,7 +396,10 @@ class SqliteStore:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        try:
+            await self._lifetime.aclose()  # writes in flight finish first (bounded)
+        finally:
+            await self.aclose()
 
     # --- running work on the thread -------------------------------------------------
 
@@ -708,7 +718,12 @@ class SqliteStore:
         return await self._call(work)
 
     async def set_status(
-        self, conversation_id: str, message_id: str, status: MessageStatus
+        self,
+        conversation_id: str,
+        message_id: str,
+        status: MessageStatus,
+        *,
+        by: Sender | None = None,
     ) -> tuple[Message, bool]:
         seq = parse_message_id(message_id)
         if seq is None or not storable(conversation_id):
@@ -718,8 +733,8 @@ class SqliteStore:
             moved = con.execute(
                 f"UPDATE messages SET status = ? "
                 f"WHERE seq = ? AND conversation_id = ? AND {_STATUS_RANK_SQL} < ? "
-                f"RETURNING {_MESSAGE_COLUMNS}",
-                (status.value, seq, conversation_id, STATUS_RANK[status]),
+                f"AND sender IS NOT ? RETURNING {_MESSAGE_COLUMNS}",
+                (status.value, seq, conversation_id, STATUS_RANK[status], by and by.value),
             ).fetchall()
             if moved:
                 return _message(moved[0]), True

@@ -168,7 +168,11 @@ class ClientNamespace:
             await self._own_conversation(socket, conversation_id)
         try:
             await self._chat.set_status(
-                socket.data["app_id"], conversation_id, payload["message_id"], status
+                socket.data["app_id"],
+                conversation_id,
+                payload["message_id"],
+                status,
+                by=Sender.USER,
             )
         except UnknownMessage:
             raise ChatError(

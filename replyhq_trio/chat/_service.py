@@ -244,11 +244,18 @@ class ChatService:
             del announced[next(iter(announced))]
 
     async def set_status(
-        self, app_id: str, conversation_id: str, message_id: str, status: MessageStatus
+        self,
+        app_id: str,
+        conversation_id: str,
+        message_id: str,
+        status: MessageStatus,
+        *,
+        by: Sender,
     ) -> None:
-        """A receipt: move the message's status forward and tell the room if it moved."""
+        """A receipt ``by`` one side: move the message's status forward and tell the
+        room if it moved (a receipt for one's own message moves nothing)."""
         message, changed = await store_call(
-            self.store.set_status(conversation_id, message_id, status)
+            self.store.set_status(conversation_id, message_id, status, by=by)
         )
         if changed:
             payload = {

@@ -46,21 +46,34 @@ class Recorder:
         ]
 
 
-def _group(
-    recorder: Recorder, *, max_batch: int = 100, timeout: float = 5.0
+async def _accepting(nursery: trio.Nursery, group: GroupCommit[str, str]) -> GroupCommit[str, str]:
+    """``group`` accepting jobs until the test's nursery ends (as a store holds it)."""
+
+    async def hold(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with group.running():
+            task_status.started()
+            await trio.sleep_forever()
+
+    await nursery.start(hold)
+    return group
+
+
+async def _group(
+    nursery: trio.Nursery, recorder: Recorder, *, max_batch: int = 100, timeout: float = 5.0
 ) -> GroupCommit[str, str]:
-    return GroupCommit(
+    group: GroupCommit[str, str] = GroupCommit(
         recorder,
         max_batch=max_batch,
         timeout=timeout,
         timed_out=lambda: StoreUnavailable(f"did not answer within {timeout:g} s"),
         name="test group commit",
     )
+    return await _accepting(nursery, group)
 
 
-async def test_concurrent_jobs_share_batches_in_queue_order() -> None:
+async def test_concurrent_jobs_share_batches_in_queue_order(nursery: trio.Nursery) -> None:
     recorder = Recorder()
-    group = _group(recorder, max_batch=40)
+    group = await _group(nursery, recorder, max_batch=40)
     results: dict[str, str] = {}
     queued: list[str] = []
 
@@ -78,10 +91,10 @@ async def test_concurrent_jobs_share_batches_in_queue_order() -> None:
     assert (group.batches, group.jobs, group.queued) == (3, 100, 0)
 
 
-async def test_jobs_queued_during_a_batch_form_the_next_one() -> None:
+async def test_jobs_queued_during_a_batch_form_the_next_one(nursery: trio.Nursery) -> None:
     recorder = Recorder()
     recorder.gate = trio.Event()
-    group = _group(recorder)
+    group = await _group(nursery, recorder)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(group.submit, "first")
         await recorder.started.wait()
@@ -95,16 +108,16 @@ async def test_jobs_queued_during_a_batch_form_the_next_one() -> None:
     assert len(recorder.batches) == 2
 
 
-async def test_a_lone_job_is_not_delayed() -> None:
-    group = _group(Recorder())
+async def test_a_lone_job_is_not_delayed(nursery: trio.Nursery) -> None:
+    group = await _group(nursery, Recorder())
     start = trio.current_time()
     assert await group.submit("only") == "ONLY"
     assert trio.current_time() - start < 0.1
 
 
-async def test_one_jobs_error_is_its_own() -> None:
+async def test_one_jobs_error_is_its_own(nursery: trio.Nursery) -> None:
     recorder = Recorder()
-    group = _group(recorder)
+    group = await _group(nursery, recorder)
     outcomes: dict[str, object] = {}
 
     async def submit(job: str) -> None:
@@ -123,9 +136,11 @@ async def test_one_jobs_error_is_its_own() -> None:
 
 
 @pytest.mark.parametrize("poison", ["fail", "bug"])
-async def test_a_failed_batch_fails_every_caller_with_its_own_error(poison: str) -> None:
+async def test_a_failed_batch_fails_every_caller_with_its_own_error(
+    poison: str, nursery: trio.Nursery
+) -> None:
     recorder = Recorder()
-    group = _group(recorder)
+    group = await _group(nursery, recorder)
     errors: list[BaseException] = []
 
     async def submit(job: str) -> None:
@@ -147,10 +162,10 @@ async def test_a_failed_batch_fails_every_caller_with_its_own_error(poison: str)
     assert await group.submit("after") == "AFTER"  # the committer goes on
 
 
-async def test_a_caller_cancelled_while_queued_is_withdrawn() -> None:
+async def test_a_caller_cancelled_while_queued_is_withdrawn(nursery: trio.Nursery) -> None:
     recorder = Recorder()
     recorder.gate = trio.Event()
-    group = _group(recorder)
+    group = await _group(nursery, recorder)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(group.submit, "first")
         await recorder.started.wait()
@@ -164,10 +179,12 @@ async def test_a_caller_cancelled_while_queued_is_withdrawn() -> None:
     assert recorder.batches == [["first"], ["kept"]]
 
 
-async def test_a_caller_cancelled_in_flight_leaves_the_batch_to_the_others() -> None:
+async def test_a_caller_cancelled_in_flight_leaves_the_batch_to_the_others(
+    nursery: trio.Nursery,
+) -> None:
     recorder = Recorder()
     recorder.gate = trio.Event()
-    group = _group(recorder)
+    group = await _group(nursery, recorder)
     results: dict[str, str] = {}
 
     async def submit(job: str, scope: trio.CancelScope | None = None) -> None:
@@ -191,10 +208,12 @@ async def test_a_caller_cancelled_in_flight_leaves_the_batch_to_the_others() -> 
     assert recorder.cancelled == []
 
 
-async def test_a_batch_all_its_callers_left_is_cancelled_before_they_resume() -> None:
+async def test_a_batch_all_its_callers_left_is_cancelled_before_they_resume(
+    nursery: trio.Nursery,
+) -> None:
     recorder = Recorder()
     recorder.gate = trio.Event()
-    group = _group(recorder)
+    group = await _group(nursery, recorder)
     with trio.move_on_after(0.2):
         async with trio.open_nursery() as nursery:
             for job in ("a", "b", "c"):
@@ -206,10 +225,12 @@ async def test_a_batch_all_its_callers_left_is_cancelled_before_they_resume() ->
     assert await group.submit("d") == "D"
 
 
-async def test_callers_past_the_timeout_are_unavailable_and_never_hang() -> None:
+async def test_callers_past_the_timeout_are_unavailable_and_never_hang(
+    nursery: trio.Nursery,
+) -> None:
     recorder = Recorder()
     recorder.gate = trio.Event()  # never set: a batch that would hang
-    group = _group(recorder, timeout=0.3)
+    group = await _group(nursery, recorder, timeout=0.3)
     errors: list[StoreUnavailable] = []
 
     async def submit(job: str) -> None:
@@ -227,7 +248,9 @@ async def test_callers_past_the_timeout_are_unavailable_and_never_hang() -> None
     assert [sorted(batch) for batch in recorder.cancelled] == [[f"j{i}" for i in range(10)]]
 
 
-async def test_a_timed_out_caller_gets_what_happened_if_the_batch_ends_meanwhile() -> None:
+async def test_a_timed_out_caller_gets_what_happened_if_the_batch_ends_meanwhile(
+    nursery: trio.Nursery,
+) -> None:
     """A batch that cannot be interrupted (SQLite's worker thread) and ends while its last
     caller waits for it: the caller gets the batch's own outcome."""
 
@@ -243,5 +266,57 @@ async def test_a_timed_out_caller_gets_what_happened_if_the_batch_ends_meanwhile
         timed_out=lambda: StoreUnavailable("did not answer"),
         name="test",
     )
+    await _accepting(nursery, group)
     with pytest.raises(StoreUnavailable, match="locked"):
         await group.submit("a")
+
+
+async def test_closing_lets_the_batch_in_flight_finish_and_refuses_later_jobs() -> None:
+    recorder = Recorder()
+    recorder.gate = trio.Event()
+    group: GroupCommit[str, str] = GroupCommit(
+        recorder,
+        max_batch=10,
+        timeout=5.0,
+        timed_out=lambda: StoreUnavailable("did not answer"),
+        name="test",
+    )
+    results: dict[str, str] = {}
+
+    async def submit(job: str) -> None:
+        results[job] = await group.submit(job)
+
+    async with trio.open_nursery() as nursery, group.running():
+        nursery.start_soon(submit, "a")
+        await recorder.started.wait()
+        recorder.gate.set()  # the close below waits for this batch, not cancels it
+    assert results == {"a": "A"}
+    assert recorder.cancelled == []
+    with pytest.raises(StoreUnavailable, match="not open"):
+        await group.submit("b")
+
+
+async def test_closing_fails_a_batch_that_outlives_the_timeout() -> None:
+    recorder = Recorder()
+    recorder.gate = trio.Event()  # never set: the batch hangs
+    group: GroupCommit[str, str] = GroupCommit(
+        recorder,
+        max_batch=10,
+        timeout=0.2,
+        timed_out=lambda: StoreUnavailable("did not answer"),
+        name="test",
+    )
+    errors: list[BaseException] = []
+
+    async def submit(job: str) -> None:
+        try:
+            await group.submit(job)
+        except StoreUnavailable as exc:
+            errors.append(exc)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery, group.running():
+            nursery.start_soon(submit, "a")
+            await recorder.started.wait()
+    assert recorder.cancelled == [["a"]]
+    assert len(errors) == 1

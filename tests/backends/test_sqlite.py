@@ -222,3 +222,21 @@ async def test_a_bad_url_is_a_clear_value_error(url: str) -> None:
     with pytest.raises(ValueError, match=r"URL .*(sqlite|postgresql)"):
         async with open_store(url):
             pytest.fail("opened")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql:user:s3cret@db.internal/chat",
+        "postgres:user:s3cret@db.internal:5432/chat?sslmode=require",
+        "mysql://user:s3cret@db.internal/chat",
+        "mysql://user@db.internal/chat?password=s3cret&sslmode=require",
+    ],
+)
+async def test_a_bad_url_never_shows_its_password(url: str) -> None:
+    with pytest.raises(ValueError, match="URL") as caught:
+        async with open_store(url):
+            pytest.fail("opened")
+    message = str(caught.value)
+    assert "s3cret" not in message
+    assert "db.internal" in message  # still says which URL

@@ -362,6 +362,26 @@ async def test_status_only_moves_forward(store: Store) -> None:
     assert (replay.status, new) == (MessageStatus.READ, False)
 
 
+async def test_a_receipt_by_the_messages_own_sender_moves_nothing(store: Store) -> None:
+    conversation = await _conversation(store)
+    mine = await _send(store, conversation, "l1")  # sent by the user
+    answer, _ = await store.add_message(
+        conversation.id, local_id="a1", body="hello", sender=Sender.AGENT
+    )
+    same, changed = await store.set_status(
+        conversation.id, mine.id, MessageStatus.READ, by=Sender.USER
+    )
+    assert (same, changed) == (mine, False)
+    read, changed = await store.set_status(
+        conversation.id, answer.id, MessageStatus.READ, by=Sender.USER
+    )
+    assert (read.status, changed) == (MessageStatus.READ, True)
+    seen, changed = await store.set_status(
+        conversation.id, mine.id, MessageStatus.DELIVERED, by=Sender.AGENT
+    )
+    assert (seen.status, changed) == (MessageStatus.DELIVERED, True)
+
+
 @pytest.mark.parametrize("message_id", ["nope", "msg_00000000000000009999", "msg_"])
 async def test_set_status_of_an_unknown_message(store: Store, message_id: str) -> None:
     conversation = await _conversation(store)

@@ -106,8 +106,18 @@ async def test_conversations_messages_and_receipts(kind: str, mode: str, site: S
             for socket in ("a", "b"):
                 assert (await peer.next_event(socket, "message:new")).args == [ack2["message"]]
 
-            # Receipts move the status forward and tell the room.
-            receipt = {"conversation_id": cid, "message_id": message["id"]}
+            # An agent answers (REST); the device's receipts move that message's status
+            # forward and tell the room.
+            status_code, answer = await site.rest(
+                "POST",
+                f"/v1/conversations/{cid}/messages",
+                {"body": "hi, how can we help?", "local_id": "agent-1"},
+                headers=site.agent_headers(),
+            )
+            assert (status_code, answer["sender"], answer["status"]) == (201, "agent", "sent")
+            for socket in ("a", "b"):
+                assert (await peer.next_event(socket, "message:new")).args == [answer]
+            receipt = {"conversation_id": cid, "message_id": answer["id"]}
             assert await peer.emit_with_ack("b", "message:delivered", receipt) == [
                 {"success": True}
             ]
@@ -115,7 +125,7 @@ async def test_conversations_messages_and_receipts(kind: str, mode: str, site: S
                 status = await peer.next_event(socket, "message:status")
                 (payload,) = status.args
                 conforms("/client", "server_to_client", "message:status", payload)
-                assert (payload["message_id"], payload["status"]) == (message["id"], "delivered")
+                assert (payload["message_id"], payload["status"]) == (answer["id"], "delivered")
             assert await peer.emit_with_ack("b", "message:read", receipt) == [{"success": True}]
             assert (await peer.next_event("a", "message:status")).args[0]["status"] == "read"
             # Never backwards, and a repeat tells no one.
@@ -123,11 +133,19 @@ async def test_conversations_messages_and_receipts(kind: str, mode: str, site: S
                 {"success": True}
             ]
             assert "message:status" not in await _quiet(peer, "a")
+            # Receipts are the other side's: the device reading its own message moves
+            # nothing.
+            own = {"conversation_id": cid, "message_id": message["id"]}
+            assert await peer.emit_with_ack("b", "message:read", own) == [{"success": True}]
+            assert "message:status" not in await _quiet(peer, "a")
 
-            # REST sees what the sockets sent, in order, and its posts reach the sockets.
+            # REST sees what was sent, in order, and its posts reach the sockets.
             history = await site.history(cid, "phone")
-            assert [m["id"] for m in history] == [message["id"], ack2["message"]["id"]]
-            assert history[0]["status"] == "read"
+            assert [(m["id"], m["status"]) for m in history] == [
+                (message["id"], "sent"),
+                (ack2["message"]["id"], "sent"),
+                (answer["id"], "read"),
+            ]
             status_code, posted = await site.rest(
                 "POST",
                 f"/v1/conversations/{cid}/messages",
