@@ -17,10 +17,11 @@ from contextlib import AbstractAsyncContextManager
 import trio
 
 from .backends import open_store
-from .chat import ChatService, ChatSettings, ClientNamespace, Contract
-from .http_api import Health, RestApi
+from .backends.memory import MemoryPresence
+from .chat import AdminNamespace, ChatService, ChatSettings, ClientNamespace, Contract, Sessions
+from .http_api import Dashboard, Health, RestApi
 from .hub import Hub
-from .ports import NewApp, Store
+from .ports import NewApp, Presence, Store
 from .server import Server, serve_until_signalled
 from .settings import Settings
 
@@ -34,18 +35,21 @@ def build_server(
     store: Store,
     *,
     hub: Hub | None = None,
+    presence: Presence | None = None,
     chat_settings: ChatSettings | None = None,
 ) -> Server:
-    """The server with the chat application on it (not yet serving)."""
+    """The server with the chat application on it (not yet serving). Without
+    ``presence``, sessions and presence live in this process (a single node)."""
     server = Server(settings.server_config(), hub=hub)
-    chat = ChatService(
-        hub=server.hub,
-        store=store,
-        contract=Contract(),
-        settings=chat_settings or settings.chat_settings(),
-    )
-    ClientNamespace(chat).register(server.namespace("/client"))
+    chat_settings = chat_settings or settings.chat_settings()
+    chat = ChatService(hub=server.hub, store=store, contract=Contract(), settings=chat_settings)
+    sessions = Sessions(hub=server.hub, presence=presence or MemoryPresence(server.hub.node_id))
+    ClientNamespace(chat, sessions).register(server.namespace("/client"))
+    admin = AdminNamespace(chat, sessions, recheck_interval=chat_settings.token_recheck_interval)
+    admin.register(server.namespace("/admin"))
     server.add_service(chat.run)
+    server.add_service(sessions.run)
+    server.add_service(admin.run)
     server.on_drain(chat.announce_shutdown)
 
     rest = RestApi(chat, max_body=server.config.max_request_body)
@@ -55,6 +59,9 @@ def build_server(
     health = Health({"store": store.check, "redis": None}, draining=lambda: server.draining)
     server.route("GET", "/healthz", while_draining=True)(health.healthz)
     server.route("GET", "/readyz", while_draining=True)(health.readyz)
+    dashboard = Dashboard()
+    server.route("GET", "/dashboard")(dashboard.redirect)
+    server.route("GET", "/dashboard/", prefix=True)(dashboard.serve)
     return server
 
 

@@ -1,17 +1,20 @@
 """The seams between the chat application and its backends.
 
 The chat layer depends on these protocols only; ``replyhq_trio/backends`` implements
-them (SQLite embedded, PostgreSQL through asyncpg). Values crossing the seam are
-frozen attrs classes, never rows or dicts.
+them: the :class:`Store` (SQLite embedded, PostgreSQL through asyncpg) and
+:class:`Presence` (in memory on one node, Redis across nodes). Values crossing the
+seam are frozen attrs classes, never rows or dicts.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Protocol
 
 import attrs
+import trio
 
 __all__ = [
     "App",
@@ -20,7 +23,11 @@ __all__ = [
     "Message",
     "MessageStatus",
     "NewApp",
+    "Presence",
+    "PresenceChange",
     "Sender",
+    "Session",
+    "SessionEnded",
     "Store",
     "StoreError",
     "StoreUnavailable",
@@ -209,3 +216,78 @@ class Store(Protocol):
         Raises:
             UnknownMessage: not a message of this conversation.
         """
+
+
+# --- presence and sessions -------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Session:
+    """One live ``/client`` connection (CONTRACT.md "Presence and sessions")."""
+
+    connection_id: str
+    app_id: str
+    device_id: str
+    connected_at: datetime
+    node_id: str
+
+
+@attrs.frozen(kw_only=True)
+class PresenceChange:
+    """A device crossed between 0 and 1 live connections (``presence:change``)."""
+
+    app_id: str
+    device_id: str
+    is_online: bool
+    active_connections: int
+
+
+@attrs.frozen(kw_only=True)
+class SessionEnded:
+    """A session that ended without its node saying so (the node died), found and
+    removed by another node, and the crossing its removal caused, if any."""
+
+    session: Session
+    reason: str
+    change: PresenceChange | None
+
+
+#: Told (in the presence's own task) of what no call returned: sessions that a dead
+#: node left behind and were removed, and crossings found when reconciling after the
+#: shared backend was away.
+Report = Callable[[SessionEnded | PresenceChange], Awaitable[None]]
+
+
+class Presence(Protocol):
+    """Live connections (sessions), aggregated per device (``app_id``, ``device_id``):
+    a device is online while it has at least one.
+
+    A crossing (0 -> 1, 1 -> 0) is reported by exactly one call, even when several
+    nodes race on the same device. Calls never fail because a shared backend is
+    away: the node keeps its own record, goes on serving, and reconciles when the
+    backend is back (crossings found then are reported through :meth:`run`).
+    """
+
+    @property
+    def node_id(self) -> str:
+        """This node's id (in sessions and liveness)."""
+
+    async def connect(self, session: Session) -> PresenceChange | None:
+        """Register a live connection; its device's 0 -> 1 crossing, if it caused it."""
+
+    async def disconnect(self, session: Session) -> PresenceChange | None:
+        """Unregister a connection; its device's 1 -> 0 crossing, if it caused it
+        (None for a session not registered, or already removed)."""
+
+    async def sessions(self, app_id: str) -> list[Session]:
+        """Every live session of the app, on every node, oldest first."""
+
+    async def active_connections(self, app_id: str, device_id: str) -> int:
+        """How many live connections the device has now (on every node)."""
+
+    async def run(
+        self, report: Report, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The background work until cancelled: refreshing what expires, this node's
+        liveness, removing the sessions of dead nodes, reconciling after an outage,
+        and telling ``report`` what that changed. Ready once it has started."""

@@ -1,5 +1,6 @@
 """ReplyHQ on the server: the /client and /admin namespaces and the chat logic."""
 
+from ._admin import AdminNamespace as AdminNamespace
 from ._client import ClientNamespace as ClientNamespace
 from ._contract import Contract as Contract
 from ._contract import Violation as Violation
@@ -10,14 +11,17 @@ from ._service import ChatSettings as ChatSettings
 from ._service import conversation_payload as conversation_payload
 from ._service import message_payload as message_payload
 from ._service import store_call as store_call
+from ._sessions import Sessions as Sessions
 
 __all__ = [
+    "AdminNamespace",
     "ChatError",
     "ChatService",
     "ChatSettings",
     "ClientNamespace",
     "Code",
     "Contract",
+    "Sessions",
     "Violation",
     "conversation_payload",
     "message_payload",

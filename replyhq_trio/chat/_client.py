@@ -19,6 +19,7 @@ from ..sansio import DisconnectReason
 from ._contract import Violation
 from ._errors import ChatError, Code
 from ._service import ChatService, conversation_room, store_call
+from ._sessions import Sessions
 
 __all__ = ["ClientNamespace", "iso_now"]
 
@@ -34,8 +35,9 @@ def iso_now() -> str:
 class ClientNamespace:
     """The handlers of ``/client``, bound to one chat service."""
 
-    def __init__(self, chat: ChatService) -> None:
+    def __init__(self, chat: ChatService, sessions: Sessions) -> None:
         self._chat = chat
+        self._sessions = sessions
 
     def register(self, namespace: Namespace) -> None:
         chat = self._chat
@@ -77,6 +79,9 @@ class ClientNamespace:
         socket.data["conversation_id"] = None
 
     async def _connected(self, socket: Socket) -> None:
+        # Registered before anything else is said, so that a disconnect handler, which
+        # may run as soon as this awaits, always finds the session to remove.
+        await self._sessions.started(socket)
         await socket.emit("connected", {"connection_id": socket.sid, "server_time": iso_now()})
         try:
             latest = await store_call(
@@ -91,6 +96,7 @@ class ClientNamespace:
             await self._enter(socket, latest)
 
     async def _disconnected(self, socket: Socket, reason: DisconnectReason) -> None:
+        await self._sessions.ended(socket, reason.value)
         await self._chat.stop_typing_of(NAMESPACE, socket)
 
     # --- conversations ------------------------------------------------------------------

@@ -108,11 +108,15 @@ class ChatSettings:
             in seconds, so that clients do not all come back at once.
         send_timeout: The longest a message may take to be stored and broadcast, even
             when its sender left meanwhile (above the store's own timeout).
+        token_recheck_interval: Seconds between checks that the admin tokens of live
+            ``/admin`` sockets are still valid: a revoked token's sockets are told
+            ``AUTH_EXPIRED`` and disconnected within about this.
     """
 
     typing_timeout: float = 5.0
     shutdown_window: tuple[float, float] = (5.0, 15.0)
     send_timeout: float = 15.0
+    token_recheck_interval: float = 10.0
 
 
 @attrs.frozen

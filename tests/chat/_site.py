@@ -149,3 +149,17 @@ async def connect_device(
     conforms("/client", "server_to_client", "connected", payload)
     assert payload["connection_id"] == result.sid
     return connected
+
+
+async def connect_admin(
+    peer: Peer, socket: str, site: Site, transports: tuple[str, ...], **options: Any
+) -> Notice:
+    """Connect the app's admin to ``/admin``; returns its ``connected`` event (checked)."""
+    auth = {"app_id": site.app_id, "admin_token": site.app.admin_token}
+    result = await peer.connect(socket, site.url, "/admin", auth, transports, path=PATH, **options)
+    assert result.connected, result
+    connected = await peer.next_event(socket, "connected")
+    (payload,) = connected.args
+    conforms("/admin", "server_to_client", "connected", payload)
+    assert payload["connection_id"] == result.sid
+    return connected

@@ -69,6 +69,8 @@ CONTRACT_EVENTS: dict[str, dict[str, set[str]]] = {
             "typing:start",
             "typing:stop",
             "sessions:list",
+            # Not in CONTRACT.md's /admin table: the dashboard's liveness check, as /client's.
+            "ping",
         },
         "server_to_client": {
             # "everything a client gets for conversations it joined" ...
@@ -93,7 +95,7 @@ NO_ACK = {("client", "typing:start"), ("client", "typing:stop")} | {
     ("admin", "typing:stop"),
 }
 # client -> server events that carry no argument.
-NO_PAYLOAD = {("client", "ping")}
+NO_PAYLOAD = {("client", "ping"), ("admin", "ping")}
 
 CONTRACT_REST = {
     "POST /v1/conversations",
@@ -346,7 +348,8 @@ def test_ping_ack_is_pong() -> None:
         "payload": None,
         "ack": "client/ping.ack.schema.json",
     }
-    assert DOCS["client/ping.ack.schema.json"]["const"] == "pong"
+    assert DOCS["client/ping.ack.schema.json"]["$ref"].endswith("#/$defs/pong")
+    assert COMMON_DEFS["pong"]["const"] == "pong"
 
 
 def test_index_names_every_contract_rest_call() -> None:
