@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +26,8 @@ class Settings:
     path: str = "/v1/socket.io"
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
+    redis_required: bool = True
+    node_id: str | None = None
     ping_interval: float = 25.0
     ping_timeout: float = 60.0
     max_payload: int = 1_000_000
@@ -58,7 +61,19 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--host", "host", str, "address to listen on (default 127.0.0.1)"),
     ("--port", "port", int, "TCP port (default 3000)"),
     ("--path", "path", str, "Socket.IO path (default /v1/socket.io)"),
-    ("--redis-url", "redis_url", str, "Redis for multi-node presence and broadcasts (unused yet)"),
+    (
+        "--redis-url",
+        "redis_url",
+        str,
+        "Redis (redis://HOST:PORT/DB) for presence and sessions shared by many nodes "
+        "(default: none, in memory)",
+    ),
+    (
+        "--node-id",
+        "node_id",
+        str,
+        "this node's name among the nodes sharing Redis (default: a random one)",
+    ),
     ("--ping-interval", "ping_interval", float, "seconds between pings (default 25)"),
     ("--ping-timeout", "ping_timeout", float, "seconds to answer a ping (default 60)"),
     ("--max-payload", "max_payload", int, "largest message or REST body, bytes (default 1000000)"),
@@ -96,6 +111,24 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             flag, dest=dest, type=kind, default=None, help=f"{help_text}; env {env}"
         )
+    redis = parser.add_mutually_exclusive_group()
+    redis.add_argument(
+        "--redis-required",
+        dest="redis_required",
+        action="store_const",
+        const=True,
+        default=None,
+        help="with --redis-url: an unreachable Redis at start is fatal (the default); "
+        "env REPLYHQ_REDIS_REQUIRED=true",
+    )
+    redis.add_argument(
+        "--redis-optional",
+        dest="redis_required",
+        action="store_const",
+        const=False,
+        help="with --redis-url: start alone when Redis is unreachable and join it when "
+        "it comes back; env REPLYHQ_REDIS_REQUIRED=false",
+    )
 
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
@@ -132,6 +165,15 @@ def _convert(name: str, value: Any) -> Any:
         "max_payload": int,
         "grace_period": float,
     }
+    if name == "redis_required":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"redis-required: expected true or false, got {value!r}")
     if name == "cors_origins":
         text = value if isinstance(value, str) else ",".join(value)
         return tuple(origin.strip() for origin in text.split(",") if origin.strip())
@@ -154,5 +196,11 @@ def _validate(settings: Settings) -> None:
         raise ValueError("grace-period: must not be negative")
     if settings.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ValueError(f"log-level: {settings.log_level!r} is not debug, info, warning or error")
+    if settings.redis_url is not None and not settings.redis_url.startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        raise ValueError("redis-url: expected redis://HOST:PORT/DB, rediss://... or unix://PATH")
+    if settings.node_id is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", settings.node_id):
+        raise ValueError("node-id: 1 to 64 letters, digits, '_', '.' or '-'")
     if settings.log_format not in ("console", "json"):
         raise ValueError(f"log-format: {settings.log_format!r} is not console or json")

@@ -39,6 +39,9 @@ def test_flags_win_over_variables_which_win_over_defaults() -> None:
         (("--grace-period", "-1"), {}, "grace-period: must not be negative"),
         (("--log-format", "xml"), {}, "log-format: 'xml' is not console or json"),
         ((), {"REPLYHQ_LOG_LEVEL": "loud"}, "log-level: 'loud' is not debug"),
+        (("--redis-url", "localhost:6379"), {}, "redis-url: expected redis://"),
+        ((), {"REPLYHQ_REDIS_REQUIRED": "maybe"}, "redis-required: expected true or false"),
+        (("--node-id", "node one"), {}, "node-id: 1 to 64 letters"),
     ],
 )
 def test_bad_values_are_one_line_errors(
@@ -47,6 +50,19 @@ def test_bad_values_are_one_line_errors(
     with pytest.raises(ValueError, match="^" + complaint) as raised:
         settings_from(_parse(*flags), env)
     assert "\n" not in str(raised.value)
+
+
+def test_redis_is_required_unless_said_optional() -> None:
+    assert Settings().redis_url is None
+    assert settings_from(_parse("--redis-url", "redis://127.0.0.1:6379/0"), {}).redis_required
+    optional = settings_from(_parse("--redis-optional"), {"REPLYHQ_REDIS_REQUIRED": "true"})
+    assert optional.redis_required is False  # the flag wins over the variable
+    from_env = settings_from(
+        _parse(), {"REPLYHQ_REDIS_REQUIRED": "false", "REPLYHQ_NODE_ID": "n-1"}
+    )
+    assert (from_env.redis_required, from_env.node_id) == (False, "n-1")
+    with pytest.raises(SystemExit):  # argparse: the two flags exclude each other
+        _parse("--redis-required", "--redis-optional")
 
 
 def test_json_logs_are_one_object_per_line(monkeypatch: pytest.MonkeyPatch) -> None:
