@@ -230,7 +230,8 @@ class ServerConnection:
         attachments: int,
     ) -> Event | None:
         if kind is _T.EVENT:
-            self._namespace_input(namespace, NamespaceInput.EVENT_RECEIVED)
+            if self._namespaces.get(namespace) is not _CONNECTED:  # else nothing changes
+                self._namespace_input(namespace, NamespaceInput.EVENT_RECEIVED)
             return decoded_emit(namespace, data[0], tuple(data[1:]), ack_id)
         if kind is _T.ACK:
             assert ack_id is not None  # the decoder refuses an ACK without one
@@ -437,6 +438,19 @@ class ServerConnection:
             ]
             return frames + engine.send(event)
         raise LocalProtocolError(f"a Socket.IO connection cannot send {type(event).__name__}")
+
+    def send_ack(self, namespace: str, ack_id: int, args: tuple[Any, ...]) -> list[Frame]:
+        """:meth:`send` of ``Ack(namespace=namespace, ack_id=ack_id, args=args)``,
+        without building the event: the answer to nearly every event a client sends.
+
+        Raises:
+            LocalProtocolError: as :meth:`send`.
+        """
+        engine = self._engine
+        engine.check_open()
+        if self._namespaces.get(namespace) is not _CONNECTED:
+            self._local_input(namespace, NamespaceInput.ACK_SENT)  # raises, as send() would
+        return engine.with_outbox(encode_message(_T.ACK, namespace, args, ack_id))
 
     def _local_input(self, namespace: str, event: NamespaceInput) -> None:
         # Input from our side: an illegal transition is the caller's mistake; it

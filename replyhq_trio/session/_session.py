@@ -9,11 +9,13 @@ long-polling queue, and changes from the second to the first on an upgrade.
 
 Tasks of a session, all in the nursery of :meth:`EngineSession.run`:
 
-* the reader: reads the WebSocket and feeds the core (in the parent task for a
-  WebSocket session; a child after an upgrade; HTTP requests play its part on
-  long-polling);
-* the timer: sleeps until the core's next deadline (a ping is due, a pong is late),
-  then runs it;
+* the parent (the task that calls :meth:`EngineSession.run`): sleeps until the core's
+  next deadline (a ping is due, a pong is late) and runs it, until the session ends;
+  then says goodbye;
+* the reader: reads the WebSocket and feeds the core (HTTP requests play its part on
+  long-polling). The handler may run an event's work inline, in the reader's task;
+  when that work waits, this task keeps it (a suspended coroutine belongs to the task
+  that started it) and a new reader task reads on;
 * the writer: drains the outlet's backlog, and exists only while there is one.
 
 Server-to-client acks need no task of their own: each waiter has its deadline at
@@ -25,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
 import attrs
@@ -92,7 +94,13 @@ class SessionHandler(Protocol):
     """What runs above a session: the Socket.IO layer, or a bare Engine.IO app."""
 
     def on_event(self, session: EngineSession, event: Event) -> None:
-        """An event from the client. Called from the reader: must not block."""
+        """An event from the client. Called from the reader: must not block.
+
+        While :attr:`EngineSession.reading_inline` is true (the WebSocket reader feeds
+        it), the handler may start the event's work right away in the reader's task.
+        If that work waits, the handler passes it to :meth:`EngineSession.hand_over`
+        before returning, and must queue later events until that work is done.
+        """
 
     def is_full(self) -> bool:
         """Whether the handler has as much unhandled input as it accepts (backpressure).
@@ -137,9 +145,11 @@ class EngineSession:
     """
 
     __slots__ = (
+        "_carry",
         "_close_code",
         "_closed",
         "_config",
+        "_ended",
         "_nursery",
         "_polling",
         "_reader_scope",
@@ -152,6 +162,7 @@ class EngineSession:
         "core",
         "handler",
         "info",
+        "reading_inline",
         "sid",
     )
 
@@ -174,12 +185,19 @@ class EngineSession:
             self._polling = PollingQueue(max_bytes=config.max_backlog_bytes)
         self._nursery: trio.Nursery | None = None
         self._closed = trio.Event()
+        # The same as _closed.is_set(), read several times per event: a plain bool.
+        self._ended = False
         self._close_code = WebSocketCloseCode.NORMAL
         #: Why the session ended, once it has.
         self.close_reason: DisconnectReason | None = None
         self._timer_scope: trio.CancelScope | None = None
         self._timer_target: float | None = None
         self._reader_scope: trio.CancelScope | None = None
+        #: True while the WebSocket reader feeds the handler: its task may run work
+        #: inline (see SessionHandler.on_event).
+        self.reading_inline = False
+        # Work started inline by the handler that waits: the reader's task finishes it.
+        self._carry: Coroutine[Any, Any, None] | None = None
         # Only an upgrade uses these two: made when it starts.
         self._released: trio.Event | None = None
         self._upgrade_settled: trio.lowlevel.ParkingLot | None = None
@@ -188,7 +206,7 @@ class EngineSession:
 
     @property
     def closed(self) -> bool:
-        return self._closed.is_set()
+        return self._ended
 
     @property
     def transport(self) -> Transport:
@@ -212,7 +230,7 @@ class EngineSession:
 
     def send_frames(self, frames: list[Frame]) -> None:
         """Write Engine.IO frames to the client, in order, without blocking."""
-        if not frames or self.closed:
+        if not frames or self._ended:
             return
         websocket = self._websocket
         if websocket is not None:
@@ -235,6 +253,13 @@ class EngineSession:
             LocalProtocolError: the event is illegal now (see ``ServerConnection.send``).
         """
         self.send_frames(self.core.send(event))
+
+    def send_ack(self, namespace: str, ack_id: int, args: tuple[Any, ...]) -> None:
+        """:meth:`send_event` of an ack, the answer to nearly every event, without the
+        event object (see ``ServerConnection.send_ack``)."""
+        core = self.core
+        assert isinstance(core, ServerConnection)
+        self.send_frames(core.send_ack(namespace, ack_id, args))
 
     def send_prepared(self, prepared: PreparedEmit) -> None:
         """Deliver a broadcast encoded once; never waits.
@@ -278,7 +303,7 @@ class EngineSession:
         Returns the protocol error the frame caused (already acted on), for a caller
         that answers over HTTP.
         """
-        if self.closed:
+        if self._ended:
             return None
         try:
             event = self.core.receive_frame(frame, now)
@@ -298,6 +323,18 @@ class EngineSession:
             return None
         self.handler.on_event(self, event)
         return None
+
+    def hand_over(self, work: Coroutine[Any, Any, None]) -> None:
+        """Take work the handler started inline that is now waiting (see SessionHandler).
+
+        Only while :attr:`reading_inline`. The reader stops feeding events, spawns the
+        next reader (unless the session is over), and finishes ``work`` in its own
+        task. That task is outside the reader's cancel scope from then on: like any
+        handler, the work is cancelled only when the session's tasks are.
+        """
+        assert self.reading_inline
+        assert self._carry is None
+        self._carry = work
 
     async def wait_ready(self) -> None:
         """Wait while the handler has too much unhandled input (see SessionHandler)."""
@@ -350,17 +387,18 @@ class EngineSession:
             self._retime()
 
     async def _run_timer(self) -> None:
-        """Sleep until the core's next deadline, run it, repeat; ends with the session."""
-        while not self.closed:
+        """Sleep until the core's next deadline, run it, repeat; returns when the
+        session ends. Runs in the parent task, which has nothing else to do meanwhile.
+        """
+        closed = self._closed
+        while not closed.is_set():
             target = self.core.get_timer()
-            if target is None:
-                return
             self._timer_target = target
-            with trio.CancelScope(deadline=target) as scope:
+            with trio.CancelScope(deadline=math.inf if target is None else target) as scope:
                 self._timer_scope = scope
-                await trio.sleep_forever()
+                await closed.wait()
             self._timer_scope = None
-            if self._closed.is_set():  # a method call: the session may have ended while asleep
+            if closed.is_set():  # a method call: the session may have ended while asleep
                 return
             self._on_timer(trio.current_time())
 
@@ -400,11 +438,15 @@ class EngineSession:
         if self.closed:
             return
         self.close_reason = reason
+        self._ended = True
         self._closed.set()
         self._settle_upgrade()
         if self._polling is not None:
             self._polling.close()
-        if self._reader_scope is not None:
+        if self._reader_scope is not None and not self.reading_inline:
+            # Not while it feeds the handler: it is running (this is called from
+            # there), sees the end itself, and work a handler started inline in its
+            # task must not be cancelled for it (a handler in a task of its own is not).
             self._reader_scope.cancel()
         if self._timer_scope is not None:
             self._timer_scope.cancel()
@@ -455,7 +497,9 @@ class EngineSession:
             polling.close()
             self._polling = None
             self.send_frames(leftover)
-        await self._read_websocket(websocket)
+        # The reader runs in the session's nursery, like every task that may run a
+        # handler: they end with the session, not with this HTTP connection's task.
+        self.start_soon(self._read_websocket, websocket)
         if self._released is not None:
             await self._released.wait()
 
@@ -471,23 +515,36 @@ class EngineSession:
         fd = sock.fileno()
         decoder = websocket.decoder
         outlet = websocket.outlet
+        # Read once per batch of frames: trio.current_time() costs three calls more.
+        clock = trio.lowlevel.current_clock()
         with trio.CancelScope() as scope:
-            self._reader_scope = scope
             if self.closed:
                 return
+            self._reader_scope = scope
             while True:
-                self._dispatch_websocket(decoder, outlet)
-                if self._closed.is_set():
-                    return
-                if self.handler.is_full():
-                    await self.handler.wait_ready()
-                    continue  # frames already read come first
-                if outlet.over_limit:
-                    # A client that does not read its answers (acks, pongs) is not read
-                    # either: what it makes us write stays within the backlog's bound.
-                    await outlet.wait_for_room()
-                    continue
-                await trio.lowlevel.wait_readable(sock)
+                # Another task's writes (a broadcast) may have filled the backlog
+                # while this one waited: checked before every read too.
+                if self._dispatch_websocket(decoder, outlet, clock) or outlet.over_limit:
+                    work = self._carry
+                    if work is not None:
+                        # A handler's work waits in this task (started here, it can only
+                        # go on here): the next reader takes over, this task finishes it.
+                        self._carry = None
+                        self._reader_scope = None
+                        self.start_soon(self._read_websocket, websocket)
+                        await work
+                        return
+                    if self._ended:
+                        return
+                    if self.handler.is_full():
+                        await self.handler.wait_ready()
+                        continue  # frames already read come first
+                    if outlet.over_limit:
+                        # A client that does not read its answers (acks, pongs) is not
+                        # read either: what it makes us write stays within the bound.
+                        await outlet.wait_for_room()
+                        continue
+                await trio.lowlevel.wait_readable(fd)  # the fd: no fileno() call per wait
                 try:
                     data = os.read(fd, _READ_SIZE)
                 except BlockingIOError:
@@ -500,8 +557,13 @@ class EngineSession:
                     return
                 decoder.receive_data(data)
 
-    def _dispatch_websocket(self, decoder: FrameDecoder, outlet: Outlet) -> None:
-        now = trio.current_time()
+    def _dispatch_websocket(
+        self, decoder: FrameDecoder, outlet: Outlet, clock: trio.abc.Clock
+    ) -> bool:
+        """Feed the frames read so far; whether it stopped for a reason the reader must
+        look at (the end, work to carry, a full handler, a backlog over its bound)."""
+        now = clock.current_time()
+        self.reading_inline = True
         try:
             for message in decoder.events():
                 if isinstance(message, str | bytes):
@@ -513,10 +575,19 @@ class EngineSession:
                     code = message.code if message.code != 1005 else WebSocketCloseCode.NORMAL
                     outlet.write(encode_close(code))
                     self.abort(DisconnectReason.CLIENT_CLOSE)
-                if self.closed or self.handler.is_full() or outlet.over_limit:
-                    return  # the decoder keeps the rest until there is room
+                if (
+                    self._ended
+                    or self._carry is not None
+                    or self.handler.is_full()
+                    or outlet.over_limit
+                ):
+                    return True  # the decoder keeps the rest until there is room
         except RemoteProtocolError as exc:
             self.refuse(exc)
+            return True
+        finally:
+            self.reading_inline = False
+        return False
 
     # --- the session's life -------------------------------------------------------
 
@@ -540,16 +611,15 @@ class EngineSession:
         """
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            nursery.start_soon(self._run_timer)
             try:
                 if websocket is not None:
                     attached = self._attach_websocket(websocket, pending)
                     self._flush()
-                    task_status.started()
-                    await self._read_websocket(attached)
-                else:
-                    task_status.started()
-                await self._closed.wait()
+                    # In a task of the nursery, not this one: handlers it runs inline
+                    # must not hold this task's goodbye back when the session ends.
+                    nursery.start_soon(self._read_websocket, attached)
+                task_status.started()
+                await self._run_timer()
             finally:
                 if not self.closed:
                     self.close(DisconnectReason.SERVER_SHUTDOWN, code=WebSocketCloseCode.GOING_AWAY)
