@@ -4,11 +4,21 @@ Every method is ONE asyncio coroutine (a ``_unit`` function below: acquire, quer
 release) called once through :meth:`AsyncioBridge.run`, inside a Trio
 ``fail_after(timeout)``. A cancellation or timeout therefore reaches asyncpg as one
 ``CancelledError`` inside the coroutine: asyncpg cancels the query on the server, the
-transaction (explicit, or the statement's own) rolls back, the pool's ``async with``
-releases the connection, and only then does the Trio caller resume (DEPS-FINDINGS.md,
+transaction (explicit, or the statement's own) rolls back, :meth:`_Connections.acquire`
+gives the connection back, and only then does the Trio caller resume (DEPS-FINDINGS.md,
 section 2). Most units are a single statement, so a single round trip; the pool does
 not reset connections on release (:func:`_keep_session`), which would cost a second
 round trip and a second transaction per call.
+
+Every wait is bounded, also when the server goes silent (a network partition: the
+connection stays open and nothing comes back). Waiting for a connection is bounded by
+the call's timeout, every statement by the store's (asyncpg's ``command_timeout``, which
+also bounds asyncpg's cancel request and a connection's close), and giving a connection
+back after a cancelled statement by :data:`_CLEANUP_TIMEOUT`: the connection returns to
+the pool only once the server has acknowledged the cancel and rolled back, otherwise it
+is terminated (closed at once, without a word to the server, which ends the session and
+its transaction). A call therefore gives up within its timeout plus
+:data:`_CLEANUP_TIMEOUT`, and closing the store within ``close_timeout``.
 
 Group commit. ``add_message`` calls are queued and committed in batches
 (:class:`~replyhq_trio.backends._batching.GroupCommit`: one batch in flight at a time,
@@ -40,8 +50,8 @@ that conversation, and a client syncing ``after=`` the last id it saw cannot mis
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
@@ -108,6 +118,12 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     pg_errors.InvalidCatalogNameError,  # the database is gone
 )
 
+#: The longest a unit of work waits, once cancelled or timed out, for the server to
+#: acknowledge the cancel of its statement and roll back; a server that answers does it in
+#: a round trip or two, so a longer wait means it is not answering and the connection is
+#: terminated instead.
+_CLEANUP_TIMEOUT = 0.5
+
 _MESSAGE_COLUMNS = "seq, local_id, conversation_id, body, sender, status, created_at"
 _CONVERSATION_COLUMNS = "id, app_id, device_id, created_at, updated_at, last_message_seq"
 _STATUS_RANK_SQL = "CASE status WHEN 'sent' THEN 0 WHEN 'delivered' THEN 1 ELSE 2 END"
@@ -154,6 +170,68 @@ def _conversation(row: Any) -> Conversation:
 # --- units of work: each is one asyncio coroutine, run once per call ---------------------
 
 
+def _terminate(con: asyncpg.Connection) -> None:
+    # A proxy already back in the pool (or closed) refuses with InterfaceError: then it
+    # is no longer this unit's to end.
+    with suppress(asyncpg.InterfaceError):
+        con.terminate()
+
+
+class _Connections:
+    """The pool as a unit of work sees it: connections that come within ``timeout`` and
+    go back in a known state, or are terminated.
+
+    There is no ``Pool.fetchval`` and the like here on purpose: asyncpg's own ones
+    release through ``Pool.acquire()``'s exit without a timeout, which waits for as long
+    as a silent server keeps a cancelled statement unacknowledged.
+    """
+
+    __slots__ = ("pool", "timeout")
+
+    def __init__(self, pool: asyncpg.Pool, timeout: float) -> None:
+        self.pool = pool
+        self.timeout = timeout
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection for the block, waited for at most ``timeout``.
+
+        On the way out, asyncpg's release finishes what the block left: it waits for the
+        server's answer to the cancel of a statement cut short (asyncpg sends the cancel
+        request as the statement is cancelled) and rolls back a transaction left open,
+        in at most :data:`_CLEANUP_TIMEOUT`; when that runs out it terminates the
+        connection. If this task is cancelled again meanwhile (asyncpg's release is
+        shielded and would go on alone), the connection is terminated at once.
+        """
+        con = await self.pool.acquire(timeout=self.timeout)
+        try:
+            yield con
+        finally:
+            try:
+                await self.pool.release(con, timeout=_CLEANUP_TIMEOUT)
+            except Exception:
+                # Released or not, the block's own outcome is what the caller needs; a
+                # release that failed has terminated the connection (or will, at its
+                # deadline), and this makes it now.
+                _terminate(con)
+            except BaseException:
+                _terminate(con)
+                raise
+
+    async def fetch(self, query: str, *args: object) -> list[Any]:
+        async with self.acquire() as con:
+            rows: list[Any] = await con.fetch(query, *args)
+            return rows
+
+    async def fetchrow(self, query: str, *args: object) -> Any:
+        async with self.acquire() as con:
+            return await con.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args: object) -> Any:
+        async with self.acquire() as con:
+            return await con.fetchval(query, *args)
+
+
 async def _keep_session(con: asyncpg.Connection) -> None:
     """The pool's reset of a connection that comes back: nothing more than asyncpg's
     own part, which always runs first (it rolls back a transaction left open and drops
@@ -163,97 +241,132 @@ async def _keep_session(con: asyncpg.Connection) -> None:
     ALL`` on every release: a round trip and a transaction (a commit in
     ``pg_stat_database``) per call. No unit of work here leaves any of that behind:
     none uses SET, LISTEN or cursors, and :func:`_unit_migrate`, the only one that takes
-    a session-level advisory lock, releases it or closes the connection."""
+    a session-level advisory lock, releases it or terminates the connection."""
 
 
-async def _unit_create_pool(
-    dsn: str, min_size: int, max_size: int, connect_timeout: float
-) -> asyncpg.Pool:
+async def _unit_create_pool(dsn: str, min_size: int, max_size: int, timeout: float) -> asyncpg.Pool:
     # A pool whose initialisation fails or is cancelled terminates the connections it
     # opened (asyncpg's Pool._async__init__).
     return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
-        timeout=connect_timeout,
+        timeout=timeout,  # connecting
+        # Every statement, and also what asyncpg does on its own: a cancel request, a
+        # connection's close (at pool.close(), or of one idle too long).
+        command_timeout=timeout,
         reset=_keep_session,
         server_settings={"application_name": "replyhq-trio"},
     )
 
 
 async def _unit_close_pool(pool: asyncpg.Pool) -> None:
-    await pool.close()
+    # A connection's close that timed out (TimeoutError is an OSError) or failed is no
+    # error here: pool.close() has terminated every connection on its way out.
+    with suppress(OSError, asyncpg.InterfaceError, asyncpg.PostgresError):
+        await pool.close()
 
 
 async def _unit_terminate_pool(pool: asyncpg.Pool) -> None:
     pool.terminate()
 
 
-async def _unit_check(pool: asyncpg.Pool) -> None:
+async def _unit_check(pool: _Connections) -> None:
     await pool.fetchval("SELECT 1")
 
 
-async def _unit_migrate(pool: asyncpg.Pool) -> None:
+async def _unit_migrate(pool: _Connections) -> None:
+    # The whole migration may take the migration timeout, a statement too (DDL, or the
+    # wait for another process's lock), rather than the store's command_timeout.
+    limit = pool.timeout
     async with pool.acquire() as con:
         # Serialise migrate() across processes. The lock belongs to the session, and the
         # pool does not reset sessions (_keep_session): it is released below, or the
-        # connection is closed (which releases it).
+        # connection is terminated (which ends the session and releases it).
         try:
-            await con.execute("SELECT pg_advisory_lock($1)", POSTGRES_MIGRATION_LOCK)
-            await con.execute(POSTGRES_CREATE_MIGRATIONS_TABLE)
-            applied = {row[0] for row in await con.fetch("SELECT version FROM schema_migrations")}
+            await con.execute("SELECT pg_advisory_lock($1)", POSTGRES_MIGRATION_LOCK, timeout=limit)
+            await con.execute(POSTGRES_CREATE_MIGRATIONS_TABLE, timeout=limit)
+            applied = {
+                row[0]
+                for row in await con.fetch("SELECT version FROM schema_migrations", timeout=limit)
+            }
             for migration in POSTGRES_MIGRATIONS:
                 if migration.version in applied:
                     continue
-                async with con.transaction():
+                # Not ``async with con.transaction()``: its exit would roll back after a
+                # cancellation too, first waiting (up to the command_timeout) for the
+                # server to acknowledge the cancel. Terminating, below, rolls back as
+                # surely (COMMIT was never sent) without waiting for anything.
+                transaction = con.transaction()
+                await transaction.start()
+                try:
                     for statement in migration.statements:
-                        await con.execute(statement)
+                        await con.execute(statement, timeout=limit)
                     await con.execute(
                         "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
                         migration.version,
                         migration.name,
+                        timeout=limit,
                     )
-        finally:
-            unlocked = False
-            try:
-                if not con.is_closed():
-                    await con.execute("SELECT pg_advisory_unlock($1)", POSTGRES_MIGRATION_LOCK)
-                    unlocked = True
-            finally:
-                if not unlocked:
-                    con.terminate()
+                except asyncpg.PostgresError:
+                    await transaction.rollback()  # the server answered: it is in step
+                    raise
+                await transaction.commit()
+        except asyncpg.PostgresError:
+            # The server refused a statement and answered: the session is in step (the
+            # migration's transaction rolled back), so the lock can be given back.
+            await _unlock_or_terminate(con)
+            raise
+        except BaseException:
+            # Cancelled, timed out or cut off: the session is in an unknown state.
+            con.terminate()
+            raise
+        await _unlock_or_terminate(con)
+
+
+async def _unlock_or_terminate(con: asyncpg.Connection) -> None:
+    """Release the migration lock, or end the session that holds it (which releases it
+    too) when that does not work: the migration's own outcome is what counts."""
+    try:
+        await con.execute("SELECT pg_advisory_unlock($1)", POSTGRES_MIGRATION_LOCK)
+    except Exception:
+        con.terminate()
+    except BaseException:
+        con.terminate()
+        raise
+
+
+# One statement, so one implicit transaction: nothing to roll back (no round trip to
+# wait for) when the call is cut short.
+_CREATE_APP = """
+WITH app AS (
+    INSERT INTO apps (id, name, api_key_hash) VALUES ($1, $2, $3) RETURNING id, created_at
+), token AS (
+    INSERT INTO admin_tokens (token_hash, app_id, created_at)
+    SELECT $4, id, created_at FROM app
+)
+SELECT created_at FROM app
+"""
 
 
 async def _unit_create_app(
-    pool: asyncpg.Pool, app_id: str, name: str, key_hash: str, token_hash: str
+    pool: _Connections, app_id: str, name: str, key_hash: str, token_hash: str
 ) -> datetime:
-    async with pool.acquire() as con, con.transaction():
-        created_at: datetime = await con.fetchval(
-            "INSERT INTO apps (id, name, api_key_hash) VALUES ($1, $2, $3) RETURNING created_at",
-            app_id,
-            name,
-            key_hash,
-        )
-        await con.execute(
-            "INSERT INTO admin_tokens (token_hash, app_id, created_at) VALUES ($1, $2, $3)",
-            token_hash,
-            app_id,
-            created_at,
-        )
+    created_at: datetime = await pool.fetchval(_CREATE_APP, app_id, name, key_hash, token_hash)
     return created_at
 
 
-async def _unit_count_apps(pool: asyncpg.Pool) -> int:
+async def _unit_count_apps(pool: _Connections) -> int:
     count: int = await pool.fetchval("SELECT count(*) FROM apps")
     return count
 
 
-async def _unit_api_key_hash(pool: asyncpg.Pool, app_id: str) -> str | None:
+async def _unit_api_key_hash(pool: _Connections, app_id: str) -> str | None:
     found: str | None = await pool.fetchval("SELECT api_key_hash FROM apps WHERE id = $1", app_id)
     return found
 
 
-async def _unit_create_admin_token(pool: asyncpg.Pool, app_id: str, token_hash: str) -> None:
+async def _unit_create_admin_token(pool: _Connections, app_id: str, token_hash: str) -> None:
     created = await pool.fetchval(
         "INSERT INTO admin_tokens (token_hash, app_id) "
         "SELECT $1, id FROM apps WHERE id = $2 RETURNING true",
@@ -264,7 +377,7 @@ async def _unit_create_admin_token(pool: asyncpg.Pool, app_id: str, token_hash: 
         raise UnknownApp(f"no app {app_id!r}")
 
 
-async def _unit_revoke_admin_token(pool: asyncpg.Pool, token_hash: str) -> bool:
+async def _unit_revoke_admin_token(pool: _Connections, token_hash: str) -> bool:
     revoked = await pool.fetchval(
         "UPDATE admin_tokens SET revoked_at = clock_timestamp() "
         "WHERE token_hash = $1 AND revoked_at IS NULL RETURNING true",
@@ -273,7 +386,7 @@ async def _unit_revoke_admin_token(pool: asyncpg.Pool, token_hash: str) -> bool:
     return revoked is not None
 
 
-async def _unit_live_admin_token(pool: asyncpg.Pool, app_id: str, token_hash: str) -> str | None:
+async def _unit_live_admin_token(pool: _Connections, app_id: str, token_hash: str) -> str | None:
     found: str | None = await pool.fetchval(
         "SELECT token_hash FROM admin_tokens "
         "WHERE token_hash = $1 AND app_id = $2 AND revoked_at IS NULL",
@@ -284,7 +397,7 @@ async def _unit_live_admin_token(pool: asyncpg.Pool, app_id: str, token_hash: st
 
 
 async def _unit_create_conversation(
-    pool: asyncpg.Pool, conversation_id: str, app_id: str, device_id: str
+    pool: _Connections, conversation_id: str, app_id: str, device_id: str
 ) -> Conversation:
     row = await pool.fetchrow(
         "WITH now AS (SELECT clock_timestamp() AS t) "
@@ -301,7 +414,7 @@ async def _unit_create_conversation(
 
 
 async def _unit_get_conversation(
-    pool: asyncpg.Pool, app_id: str, conversation_id: str
+    pool: _Connections, app_id: str, conversation_id: str
 ) -> Conversation | None:
     row = await pool.fetchrow(
         f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 AND app_id = $2",
@@ -312,7 +425,7 @@ async def _unit_get_conversation(
 
 
 async def _unit_list_conversations(
-    pool: asyncpg.Pool, app_id: str, device_id: str | None, limit: int
+    pool: _Connections, app_id: str, device_id: str | None, limit: int
 ) -> list[Conversation]:
     if device_id is None:
         rows = await pool.fetch(
@@ -432,7 +545,7 @@ async def _add_messages(con: asyncpg.Connection, jobs: list[NewMessage]) -> list
     return outcomes
 
 
-async def _unit_add_messages(pool: asyncpg.Pool, jobs: list[NewMessage]) -> list[_Outcome]:
+async def _unit_add_messages(pool: _Connections, jobs: list[NewMessage]) -> list[_Outcome]:
     async with pool.acquire() as con:
         try:
             return await _add_messages(con, jobs)
@@ -471,7 +584,7 @@ ORDER BY m.seq
 
 
 async def _unit_list_messages(
-    pool: asyncpg.Pool, conversation_id: str, after: str | None, after_seq: int, limit: int
+    pool: _Connections, conversation_id: str, after: str | None, after_seq: int, limit: int
 ) -> tuple[list[Message], bool]:
     rows = await pool.fetch(_LIST_MESSAGES, conversation_id, after_seq, limit + 1, after is None)
     if not rows:
@@ -498,7 +611,7 @@ WHERE seq = $1 AND conversation_id = $2 AND NOT EXISTS (SELECT FROM moved)
 
 
 async def _unit_set_status(
-    pool: asyncpg.Pool,
+    pool: _Connections,
     conversation_id: str,
     seq: int,
     status: MessageStatus,
@@ -530,13 +643,15 @@ class PostgresStore:
 
     Args:
         dsn: ``postgresql://user:password@host:port/database`` (or ``postgres://``).
-        timeout: the longest any call takes (waiting for a pool connection included)
-            before it raises StoreUnavailable; also the connect timeout.
+        timeout: the longest any call waits (for a pool connection, a new connection,
+            the server's answers) before it raises StoreUnavailable, after at most
+            :data:`_CLEANUP_TIMEOUT` more to let go of the connection it held; also each
+            statement's limit on the asyncio side (asyncpg's ``command_timeout``).
         min_size, max_size: the pool's connection floor and ceiling.
         migrate_timeout: the longest :meth:`migrate` takes (it may wait for another
             process's migration).
-        close_timeout: the longest :meth:`aclose` waits for calls in flight before
-            it terminates the pool's connections.
+        close_timeout: the longest :meth:`aclose` waits for calls in flight and for
+            the connections to close before it terminates them.
         max_batch: the most ``add_message`` calls group-committed in one statement
             (batches run one at a time: 1 makes every call a statement of its own, one
             after the other).
@@ -639,8 +754,8 @@ class PostgresStore:
 
     async def aclose(self) -> None:
         """Close the pool: wait (shielded, at most ``close_timeout``) for connections in
-        use to come back, then terminate whatever is left. Later calls raise
-        StoreUnavailable."""
+        use to come back and for each to close (each close is bounded by ``timeout``
+        too), then terminate whatever is left. Later calls raise StoreUnavailable."""
         pool, self._pool = self._pool, None
         if pool is None or self._bridge is None:
             return
@@ -669,7 +784,7 @@ class PostgresStore:
 
     async def _call(
         self,
-        unit: Callable[Concatenate[asyncpg.Pool, _P], Coroutine[Any, Any, _T]],
+        unit: Callable[Concatenate[_Connections, _P], Coroutine[Any, Any, _T]],
         *args: _P.args,
         **kwargs: _P.kwargs,
     ) -> _T:
@@ -678,18 +793,21 @@ class PostgresStore:
     async def _call_within(
         self,
         timeout: float,
-        unit: Callable[Concatenate[asyncpg.Pool, _P], Coroutine[Any, Any, _T]],
+        unit: Callable[Concatenate[_Connections, _P], Coroutine[Any, Any, _T]],
         *args: _P.args,
         **kwargs: _P.kwargs,
     ) -> _T:
-        """Run one unit of work on the pool, within ``timeout``, translating errors."""
+        """Run one unit of work on the pool, within ``timeout`` (plus the cleanup of a
+        unit cut short: at most :data:`_CLEANUP_TIMEOUT`), translating errors."""
         pool, bridge = self._pool, self._bridge
         if pool is None or bridge is None:
             raise StoreUnavailable(f"the PostgreSQL store ({self._where}) is not open")
         try:
             with trio.fail_after(timeout):
-                return await bridge.run(unit, pool, *args, **kwargs)
-        except trio.TooSlowError:
+                return await bridge.run(unit, _Connections(pool, timeout), *args, **kwargs)
+        except (trio.TooSlowError, TimeoutError):
+            # TimeoutError: asyncpg's own limits (a statement, a connection, the pool)
+            # ran out first, on the asyncio side of the same deadline.
             raise self._timed_out(timeout) from None
         except StoreError:
             raise

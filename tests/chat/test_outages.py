@@ -1,5 +1,7 @@
 """When the store goes away the server says so at once and recovers when it returns;
-at shutdown every device is told when to come back, spread over a window."""
+when the network to it is cut (nothing comes back) it says so within the store's timeout
+and still shuts down in time; at shutdown every device is told when to come back, spread
+over a window."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import trio
 
-from .._proxy import TcpProxy
+from replyhq_trio.backends import PostgresStore
+
+from .._proxy import TcpProxy, open_stall_proxy
 from .._raw import http, websocket_handshake
 from .._waiting import wait_until
 from ..interop._peers import POLLING, SERVER_DISCONNECT, WEBSOCKET, open_peer
@@ -70,6 +74,48 @@ async def test_an_unreachable_store_is_reported_at_once_and_recovered_from(pg_ur
                     assert [m["local_id"] for m in await site.history(cid, "phone")] == ["l-1"]
             finally:
                 nursery.cancel_scope.cancel()
+
+
+async def test_a_partitioned_store_fails_sends_in_time_and_does_not_hold_up_shutdown(
+    pg_url: str,
+) -> None:
+    """The network to PostgreSQL black-holes packets (no reset): a send gets its
+    STORE_UNAVAILABLE ack within the store's timeout (plus a margin), and a shutdown that
+    begins with a send still waiting on the store ends its sessions within the grace
+    period (plus a margin), then closes the store, still cut off, in bounded time."""
+    timeout, grace, margin = 1.0, 1.0, 1.5
+    with trio.fail_after(60):
+        async with open_stall_proxy(urlsplit(pg_url).port or 5432) as proxy:
+            async with (
+                open_site(
+                    _via(pg_url, proxy.port), store_timeout=timeout, grace_period=grace
+                ) as site,
+                open_peer("js") as peer,
+            ):
+                store = site.store
+                assert isinstance(store, PostgresStore)
+                cid = (await site.new_conversation("phone"))["id"]
+                await connect_device(peer, "a", site, "phone", WEBSOCKET)
+                await peer.next_event("a", "conversation:joined")
+
+                proxy.stall()
+                send = {"conversation_id": cid, "body": "hi", "local_id": "l-1"}
+                start = trio.current_time()
+                (ack,) = await peer.emit_with_ack("a", "message:send", send)
+                assert trio.current_time() - start < timeout + margin
+                assert (ack["success"], ack["error"]) == (False, "STORE_UNAVAILABLE")
+                conforms("/client", "client_to_server", "message:send", ack, "ack")
+
+                writes = store.batched_writes
+                await peer.emit("a", "message:send", {**send, "local_id": "l-2"})
+                await wait_until(lambda: store.batched_writes > writes)  # waiting on the store
+                start = trio.current_time()
+                site.server.shutdown()
+                await wait_until(lambda: not site.server.sessions, timeout=grace + 10)
+                assert trio.current_time() - start < grace + margin
+            # the server is done and the store closed: bounded, with the network still cut
+            assert trio.current_time() - start < grace + margin + timeout + 2.0
+            assert store.pool_stats() == (0, 0)
 
 
 async def test_shutdown_tells_every_device_when_to_come_back(db_url: str) -> None:
