@@ -4,19 +4,21 @@
 
     open_asyncio_bridge()          the one asyncio loop (PostgreSQL, Redis only), closed last
     └── open_store(url)            SQLite or PostgreSQL, migrated at start, closed after
-        └── serve_until_signalled  the server: /client, REST, health; SIGTERM drains
+        └── open_presence(redis)   sessions and presence: in memory, or shared in Redis
+            └── serve_until_signalled  the server: /client, /admin, REST, health,
+                                       the dashboard; SIGTERM drains
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
 import trio
 
-from .backends import open_store
+from .backends import open_presence, open_store
 from .backends.memory import MemoryPresence
 from .chat import AdminNamespace, ChatService, ChatSettings, ClientNamespace, Contract, Sessions
 from .http_api import Dashboard, Health, RestApi
@@ -36,6 +38,7 @@ def build_server(
     *,
     hub: Hub | None = None,
     presence: Presence | None = None,
+    redis_check: Callable[[], Awaitable[None]] | None = None,
     chat_settings: ChatSettings | None = None,
 ) -> Server:
     """The server with the chat application on it (not yet serving). Without
@@ -56,7 +59,7 @@ def build_server(
     for method in ("GET", "POST"):
         server.route(method, "/v1/conversations")(rest.conversations)
         server.route(method, "/v1/conversations/", prefix=True)(rest.messages)
-    health = Health({"store": store.check, "redis": None}, draining=lambda: server.draining)
+    health = Health({"store": store.check, "redis": redis_check}, draining=lambda: server.draining)
     server.route("GET", "/healthz", while_draining=True)(health.healthz)
     server.route("GET", "/readyz", while_draining=True)(health.readyz)
     dashboard = Dashboard()
@@ -94,9 +97,21 @@ async def serve(
     async with (
         _asyncio_if_needed(settings),
         open_store(settings.database_url, migrate=True) as store,
+        open_presence(
+            settings.redis_url,
+            node_id=settings.node_id,
+            required=settings.redis_required,
+            key_prefix=settings.redis_key_prefix,
+        ) as presence,
     ):
         if await store.count_apps() == 0:
             demo = await store.create_app("Demo")
             print_new_app(demo, title="An empty store: created a demo app. Its credentials:")
-        server = build_server(settings, store)
+        server = build_server(
+            settings,
+            store,
+            hub=Hub(node_id=presence.node_id),
+            presence=presence,
+            redis_check=presence.check if settings.redis_url else None,
+        )
         await serve_until_signalled(server, task_status=task_status)

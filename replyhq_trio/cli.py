@@ -15,7 +15,7 @@ import orjson
 import trio
 
 from ._version import __version__
-from .ports import StoreError, UnknownApp
+from .ports import PresenceUnavailable, StoreError, UnknownApp
 from .settings import add_database_argument, add_serve_arguments, settings_from
 
 __all__ = ["main"]
@@ -107,7 +107,7 @@ def _trio(fn: Callable[..., Awaitable[Any]], *args: Any) -> int:
         leaf = _leaf(exc)
         if isinstance(leaf, CommandError):
             raise leaf from None
-        if isinstance(leaf, StoreError | OSError | ValueError):
+        if isinstance(leaf, StoreError | PresenceUnavailable | OSError | ValueError):
             raise CommandError(str(leaf) or type(leaf).__name__) from None
         raise
     return result if isinstance(result, int) else 0

@@ -25,6 +25,7 @@ __all__ = [
     "NewApp",
     "Presence",
     "PresenceChange",
+    "PresenceUnavailable",
     "Sender",
     "Session",
     "SessionEnded",
@@ -285,9 +286,19 @@ class Presence(Protocol):
     async def active_connections(self, app_id: str, device_id: str) -> int:
         """How many live connections the device has now (on every node)."""
 
+    async def check(self) -> None:
+        """Raise :class:`PresenceUnavailable` while the shared backend is away (this
+        node then serves its own clients alone); for ``/readyz``."""
+
     async def run(
         self, report: Report, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """The background work until cancelled: refreshing what expires, this node's
         liveness, removing the sessions of dead nodes, reconciling after an outage,
         and telling ``report`` what that changed. Ready once it has started."""
+
+
+class PresenceUnavailable(Exception):
+    """The shared presence backend (Redis) cannot be reached at start-up; one line that
+    says where and why. Raised only when it is required: once running, presence calls
+    never raise for an outage (see :class:`Presence`)."""

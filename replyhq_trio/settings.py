@@ -27,6 +27,7 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
     redis_required: bool = True
+    redis_key_prefix: str = ""
     node_id: str | None = None
     ping_interval: float = 25.0
     ping_timeout: float = 60.0
@@ -67,6 +68,12 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
         str,
         "Redis (redis://HOST:PORT/DB) for presence and sessions shared by many nodes "
         "(default: none, in memory)",
+    ),
+    (
+        "--redis-key-prefix",
+        "redis_key_prefix",
+        str,
+        "put before every Redis key, for deployments that share one Redis (default none)",
     ),
     (
         "--node-id",

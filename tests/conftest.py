@@ -1,8 +1,10 @@
 """Fixtures of the stores: the same tests run against SQLite (a file under ``tmp_path``) and
-PostgreSQL (a database of its own per test, on the server at 127.0.0.1:5432).
+PostgreSQL (a database of its own per test, on the server at 127.0.0.1:5432); and of
+Redis (127.0.0.1:6379, each test under a key prefix of its own, deleted afterwards, and
+``redis-server`` for the tests that run one of their own).
 
-Without a reachable PostgreSQL the ``postgres`` half is skipped with a loud reason,
-except under ``CI=true``, where that is a failure. The trio-asyncio loop comes from an
+Without a reachable PostgreSQL (or Redis) the tests that need it are skipped with a loud
+reason, except under ``CI=true``, where that is a failure. The trio-asyncio loop comes from an
 async fixture (pytest-trio rejects ``trio_run = trio_asyncio``, DEPS-FINDINGS.md
 section 4); no test here uses the autojump clock, since they all wait on real sockets
 or threads.
@@ -11,6 +13,7 @@ or threads.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,7 +24,7 @@ import trio
 from replyhq_trio.backends import AsyncioBridge, open_asyncio_bridge, open_store
 from replyhq_trio.ports import Store
 
-from . import _pg
+from . import _pg, _redis
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +37,39 @@ def pg_admin_url() -> str:
         "POSTGRESQL IS NOT REACHABLE: the PostgreSQL half of tests/backends DID NOT RUN. "
         f"Tried: {'; '.join(errors)}. Start a server on 127.0.0.1:5432 (trust auth, user "
         "postgres or root) or set REPLYHQ_TEST_PG_ADMIN_URL; under CI=true this fails."
+    )
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The URL of the test Redis, or skip (fail under CI=true)."""
+    url = _redis.url_candidate()
+    error = trio.run(_redis.probe, url)
+    if error is None:
+        return url
+    reason = (
+        f"REDIS IS NOT REACHABLE: the Redis tests DID NOT RUN. Tried: {error}. Start a "
+        "server on 127.0.0.1:6379 or set REPLYHQ_TEST_REDIS_URL; under CI=true this fails."
+    )
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_server_binary() -> str:
+    """The ``redis-server`` that outage tests start on a port of their own, or skip
+    (fail under CI=true)."""
+    found = shutil.which("redis-server")
+    if found is not None:
+        return found
+    reason = (
+        "REDIS-SERVER IS NOT INSTALLED: the Redis outage tests DID NOT RUN (they start and "
+        "stop a server of their own). Install it (Debian: redis-server); under CI=true "
+        "this fails."
     )
     if os.environ.get("CI") == "true":
         pytest.fail(reason, pytrace=False)

@@ -1,10 +1,13 @@
-"""The stores behind :class:`replyhq_trio.ports.Store`, and the asyncio bridge.
+"""The stores behind :class:`replyhq_trio.ports.Store`, the presence behind
+:class:`replyhq_trio.ports.Presence`, and the asyncio bridge.
 
 ``open_store(url)`` picks the implementation from the URL: ``sqlite:`` (the embedded
 default, :class:`SqliteStore`) or ``postgresql:`` / ``postgres:``
 (:class:`~replyhq_trio.backends.postgres.PostgresStore`, asyncpg on the trio-asyncio
-loop). This package is the only code that imports asyncio, trio-asyncio, asyncpg or
-redis; the asyncio side is imported lazily, so a SQLite-only process never loads it.
+loop). ``open_presence(redis_url)`` gives :class:`MemoryPresence` (one node) without a
+URL, :class:`~replyhq_trio.backends.redis_presence.RedisPresence` with one. This package
+is the only code that imports asyncio, trio-asyncio, asyncpg or redis; the asyncio side
+is imported lazily, so a SQLite-only process never loads it.
 """
 
 from __future__ import annotations
@@ -14,19 +17,25 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from ..ports import Store
+from ..ports import Presence, Store
+from .memory import MemoryPresence
 from .sqlite import SqliteStore, sqlite_path_from_url
 
 if TYPE_CHECKING:
     from ._bridge import AsyncioBridge, current_bridge, open_asyncio_bridge
     from .postgres import PostgresStore
+    from .redis_presence import RedisPresence, RedisPresenceConfig
 
 __all__ = [
     "AsyncioBridge",
+    "MemoryPresence",
     "PostgresStore",
+    "RedisPresence",
+    "RedisPresenceConfig",
     "SqliteStore",
     "current_bridge",
     "open_asyncio_bridge",
+    "open_presence",
     "open_store",
     "sqlite_path_from_url",
 ]
@@ -36,6 +45,8 @@ _LAZY = {
     "current_bridge": "._bridge",
     "open_asyncio_bridge": "._bridge",
     "PostgresStore": ".postgres",
+    "RedisPresence": ".redis_presence",
+    "RedisPresenceConfig": ".redis_presence",
 }
 
 _URL_HELP = "use sqlite:///PATH (relative), sqlite:////PATH (absolute) or postgresql://USER@HOST/DB"
@@ -124,3 +135,52 @@ async def open_store(
             yield pg_store
     else:
         raise ValueError(f"unsupported database URL {_redacted(url)!r}: {_URL_HELP}")
+
+
+@asynccontextmanager
+async def open_presence(
+    redis_url: str | None,
+    *,
+    node_id: str | None = None,
+    required: bool = True,
+    key_prefix: str = "",
+    config: RedisPresenceConfig | None = None,
+) -> AsyncIterator[Presence]:
+    """Presence and sessions for the duration of the block: this node's own
+    (:class:`MemoryPresence`) without ``redis_url``, shared by every node
+    (:class:`~replyhq_trio.backends.redis_presence.RedisPresence`) with one. Start its
+    ``run`` in a nursery inside the block.
+
+    Args:
+        redis_url: ``redis://[user:password@]host[:port][/db]``, or None.
+        node_id: this node's id (a fresh one by default).
+        required: Redis must answer at start (else PresenceUnavailable); when False an
+            unreachable Redis is logged and joined in the background once it answers.
+        key_prefix: put before every Redis key.
+        config: the Redis presence's timings and sizes.
+
+    Like :func:`open_store`, this runs on the asyncio bridge open in the caller's
+    context, or opens one for the block. Closing is shielded and bounded.
+
+    Raises:
+        PresenceUnavailable: Redis cannot be reached and ``required`` (one line).
+        ValueError: the URL is malformed.
+    """
+    if redis_url is None:
+        yield MemoryPresence(node_id)
+        return
+    from ._bridge import open_asyncio_bridge
+    from .redis_presence import RedisPresence
+
+    async with (
+        open_asyncio_bridge() as bridge,
+        RedisPresence(
+            redis_url,
+            node_id=node_id,
+            key_prefix=key_prefix,
+            config=config,
+            required=required,
+            bridge=bridge,
+        ) as presence,
+    ):
+        yield presence

@@ -18,12 +18,14 @@ import orjson
 import trio
 
 from replyhq_trio.app import build_server
-from replyhq_trio.backends import open_store
+from replyhq_trio.backends import open_presence, open_store
 from replyhq_trio.chat import ChatSettings, Contract
-from replyhq_trio.ports import NewApp, Store
+from replyhq_trio.hub import Hub
+from replyhq_trio.ports import NewApp, Presence, Store
 from replyhq_trio.server import Server
 from replyhq_trio.settings import Settings
 
+from .. import _redis
 from .._raw import HttpResponse, http
 from ..interop._peers import Notice, Peer
 
@@ -114,16 +116,43 @@ class Site:
 
 
 @asynccontextmanager
+async def _presence(redis_url: str | None) -> AsyncIterator[Presence]:
+    """In memory, or in Redis under a key prefix of this test's own (deleted after)."""
+    if redis_url is None:
+        async with open_presence(None) as memory:
+            yield memory
+        return
+    prefix = _redis.new_prefix()
+    try:
+        async with open_presence(redis_url, key_prefix=prefix) as shared:
+            yield shared
+    finally:
+        await _redis.delete_prefix(redis_url, prefix)
+
+
+@asynccontextmanager
 async def open_site(
-    db_url: str, *, chat: ChatSettings | None = None, store_timeout: float = 5.0, **settings: Any
+    db_url: str,
+    *,
+    chat: ChatSettings | None = None,
+    store_timeout: float = 5.0,
+    redis_url: str | None = None,
+    **settings: Any,
 ) -> AsyncIterator[Site]:
-    """Serve the chat application on a fresh, migrated store at ``db_url``."""
+    """Serve the chat application on a fresh, migrated store at ``db_url``, with presence
+    in memory or, given ``redis_url``, in Redis."""
     settings.setdefault("grace_period", 0.5)
-    async with open_store(db_url, migrate=True, timeout=store_timeout) as store:
+    async with (
+        open_store(db_url, migrate=True, timeout=store_timeout) as store,
+        _presence(redis_url) as presence,
+    ):
         app = await store.create_app("Test app")
         server = build_server(
             Settings(port=0, **settings),
             store,
+            hub=Hub(node_id=presence.node_id),
+            presence=presence,
+            redis_check=presence.check if redis_url else None,
             chat_settings=chat or ChatSettings(typing_timeout=TYPING_TIMEOUT),
         )
         async with trio.open_nursery() as nursery:

@@ -12,6 +12,7 @@ import trio
 
 from replyhq_trio.chat import ChatSettings
 
+from .._waiting import wait_until
 from ..interop._peers import PEER_KINDS, TRANSPORT_MODES, Notice, Peer, open_peer
 from ._site import (
     PATH,
@@ -29,16 +30,31 @@ pytestmark = [
 ]
 
 
+@pytest.fixture(params=["memory", "redis"])
+def presence_url(request: pytest.FixtureRequest) -> str | None:
+    """Presence in memory (one node), or in the real Redis."""
+    if request.param == "memory":
+        return None
+    url: str = request.getfixturevalue("redis_url")
+    return url
+
+
 @pytest.fixture
-async def site(tmp_path: Path) -> Any:
+async def site(tmp_path: Path, presence_url: str | None) -> Any:
     chat = ChatSettings(typing_timeout=TYPING_TIMEOUT, token_recheck_interval=0.2)
-    async with open_site(f"sqlite:///{tmp_path / 'replyhq.db'}", chat=chat) as opened:
+    async with open_site(
+        f"sqlite:///{tmp_path / 'replyhq.db'}", chat=chat, redis_url=presence_url
+    ) as opened:
         yield opened
 
 
 async def _admin_event(peer: Peer, socket: str, name: str) -> Any:
     (payload,) = (await peer.next_event(socket, name)).args
     return conforms("/admin", "server_to_client", name, payload)
+
+
+def _events(peer: Peer, socket: str, name: str) -> int:
+    return sum(1 for n in peer.buffered(socket) if n.kind == "event" and n.name == name)
 
 
 async def _quiet(peer: Peer, socket: str) -> list[str]:
@@ -263,6 +279,8 @@ async def test_presence_per_device_through_reconnect_storms(
                 await peer.disconnect(f"r{cycle}")
             for socket in ("a1", "a3"):
                 await peer.disconnect(socket)
+            # A disconnect is the client's word; the server ends the session soon after.
+            await wait_until(lambda: _events(peer, "admin", "session:disconnect") == 13)
             (listed,) = await peer.emit_with_ack("admin", "sessions:list", {"app_id": app_id})
             assert [s["device_id"] for s in listed["sessions"]] == ["device-b"]
 

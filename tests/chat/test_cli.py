@@ -11,6 +11,7 @@ from pathlib import Path
 
 import trio
 
+from .. import _redis
 from .._raw import http
 from ..interop._peers import WEBSOCKET, open_peer
 from ..server.test_signals import _free_port
@@ -139,3 +140,73 @@ async def test_an_app_created_on_postgresql_chats(tmp_path: Path, pg_url: str) -
         assert await process.wait() == 0
         assert await process.stdout.receive_some(4096) == b""  # no demo app: not empty
     assert not (tmp_path / "replyhq.db").exists()
+
+
+def test_an_unreachable_redis_is_fatal_unless_optional(tmp_path: Path) -> None:
+    nowhere = "redis://127.0.0.1:9/0"
+    down = _cli("serve", "--port", "0", "--redis-url", nowhere, cwd=tmp_path)
+    assert down.returncode == 1
+    assert down.stderr.strip().count("\n") == 0, down.stderr
+    assert "127.0.0.1:9" in down.stderr
+    assert "Traceback" not in down.stderr
+
+
+async def test_serve_with_redis_reports_it_ready_and_chats(tmp_path: Path, redis_url: str) -> None:
+    """A node on Redis: /readyz checks it, a device chats; with --redis-optional and no
+    Redis the node starts alone and says Redis is unavailable."""
+    port = _free_port()
+    prefix = _redis.new_prefix()
+    env = {
+        **os.environ,
+        "REPLYHQ_REDIS_URL": redis_url,
+        "REPLYHQ_REDIS_KEY_PREFIX": prefix,
+        "REPLYHQ_NODE_ID": "node-cli-1",
+    }
+    process = await trio.lowlevel.open_process(
+        [*CLI, "serve", "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    try:
+        with trio.fail_after(60):
+            out = await _read_until(process.stdout, b"admin_token:", "printed no demo app")
+            await _read_until(process.stderr, b"listening on", "did not start")
+            ready = await http(port, "GET", "/readyz")
+            assert ready.status == 200, ready
+            assert json.loads(ready.body)["checks"]["redis"] == "ok"
+            assert any("node-cli-1" in key for key in await _redis.keys(redis_url, prefix))
+            lines = dict(
+                line.strip().split(":", 1) for line in out.decode().splitlines() if ":" in line
+            )
+            await _chat(port, lines["app_id"].strip(), lines["api_key"].strip())
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await _redis.delete_prefix(redis_url, prefix)
+
+    optional_port = _free_port()
+    alone = await trio.lowlevel.open_process(
+        [*CLI, "serve", "--port", str(optional_port), "--redis-optional"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "REPLYHQ_REDIS_URL": "redis://127.0.0.1:9/0"},
+    )
+    assert alone.stderr is not None
+    try:
+        with trio.fail_after(60):
+            await _read_until(alone.stderr, b"listening on", "did not start without Redis")
+            ready = await http(optional_port, "GET", "/readyz")
+            assert ready.status == 503
+            assert json.loads(ready.body)["checks"]["redis"] == "unavailable"
+            alone.send_signal(signal.SIGTERM)
+            assert await alone.wait() == 0
+    finally:
+        if alone.returncode is None:
+            alone.kill()
