@@ -59,6 +59,15 @@ def redis_url() -> str:
     pytest.skip(reason)
 
 
+@pytest.fixture(params=["memory", "redis"])
+def presence_url(request: pytest.FixtureRequest) -> str | None:
+    """Presence in memory (one node, None), or in the real Redis (its URL)."""
+    if request.param == "memory":
+        return None
+    url: str = request.getfixturevalue("redis_url")
+    return url
+
+
 @pytest.fixture(scope="session")
 def redis_server_binary() -> str:
     """The ``redis-server`` that outage tests start on a port of their own, or skip

@@ -30,6 +30,7 @@ __all__ = [
     "new_api_key",
     "new_app_id",
     "new_conversation_id",
+    "one_line",
     "parse_message_id",
     "require_text",
     "secret_matches",
@@ -51,6 +52,12 @@ _MAX_SEQ = 2**63 - 1  # SQLite INTEGER and PostgreSQL bigint
 # A digest compared against when the app is unknown, so that an unknown app id costs
 # the same comparison as a wrong key.
 _NO_DIGEST = "0" * 64
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line of a log or an error message."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
 
 
 def utc_now() -> datetime:

@@ -89,6 +89,7 @@ from ._common import (
     new_api_key,
     new_app_id,
     new_conversation_id,
+    one_line,
     parse_message_id,
     require_text,
     secret_matches,
@@ -137,11 +138,6 @@ def _describe(dsn: str) -> str:
         return f"{parts.hostname or 'localhost'}:{parts.port or 5432}/{database}"
     except ValueError:
         return "the configured server"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"
 
 
 def _message(row: Any) -> Message:
@@ -561,7 +557,7 @@ async def _unit_add_messages(pool: _Connections, jobs: list[NewMessage]) -> list
             except asyncpg.PostgresError as exc:
                 if isinstance(exc, _UNAVAILABLE):
                     raise
-                outcomes.append(StoreError(f"PostgreSQL rejected a statement: {_one_line(exc)}"))
+                outcomes.append(StoreError(f"PostgreSQL rejected a statement: {one_line(exc)}"))
         return outcomes
 
 
@@ -749,7 +745,7 @@ class PostgresStore:
             raise ValueError(f"invalid PostgreSQL URL ({self._where}): {exc}") from exc
         except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
             raise StoreUnavailable(
-                f"cannot connect to PostgreSQL at {self._where}: {_one_line(exc)}"
+                f"cannot connect to PostgreSQL at {self._where}: {one_line(exc)}"
             ) from exc
 
     async def aclose(self) -> None:
@@ -813,14 +809,14 @@ class PostgresStore:
             raise
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(
-                f"PostgreSQL at {self._where} is unavailable: {_one_line(exc)}"
+                f"PostgreSQL at {self._where} is unavailable: {one_line(exc)}"
             ) from exc
         except asyncio.CancelledError as exc:
             # Not our cancellation (that arrives as trio.Cancelled): the asyncio loop is
             # shutting down underneath the call.
             raise StoreUnavailable(f"the asyncio loop stopped during a call: {exc!r}") from exc
         except asyncpg.PostgresError as exc:
-            raise StoreError(f"PostgreSQL rejected a statement: {_one_line(exc)}") from exc
+            raise StoreError(f"PostgreSQL rejected a statement: {one_line(exc)}") from exc
 
     def _timed_out(self, timeout: float | None = None) -> StoreUnavailable:
         waited = self._timeout if timeout is None else timeout

@@ -67,6 +67,7 @@ from redis.exceptions import NoScriptError, RedisError
 from ..ports import PresenceChange, PresenceUnavailable, Report, Session, SessionEnded
 from . import _redis_scripts as lua
 from ._bridge import AsyncioBridge, current_bridge
+from ._common import one_line
 from .memory import new_node_id
 
 __all__ = ["RedisPresence", "RedisPresenceConfig"]
@@ -280,11 +281,6 @@ def _describe(url: str) -> str:
         return "the configured server"
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"
-
-
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
@@ -494,7 +490,7 @@ class RedisPresence:
                         "could not tell Redis at %s that node %s leaves: %s",
                         self._where,
                         self._node_id,
-                        _one_line(exc),
+                        one_line(exc),
                     )
             self._client = None
             await bridge.run_cleanup(timeout, _unit_close, client)
@@ -691,7 +687,7 @@ class RedisPresence:
         except trio.TooSlowError:
             raise _Away(f"no answer within {config.call_timeout:g} s") from None
         except (RedisError, OSError) as exc:
-            raise _Away(_one_line(exc)) from exc
+            raise _Away(one_line(exc)) from exc
         except asyncio.CancelledError as exc:
             # not our cancellation (that is trio.Cancelled): the loop is stopping
             raise _Away(f"the asyncio loop stopped during a call: {exc!r}") from exc

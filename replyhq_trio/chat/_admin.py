@@ -17,11 +17,10 @@ from typing import Any
 
 import trio
 
-from ..hub import ConnectRefused, Namespace, Socket, SocketGone
+from ..hub import Namespace, Socket, SocketGone
 from ..ports import Conversation, Sender, StoreError
 from ..sansio import DisconnectReason
 from ._client import iso_now
-from ._contract import Violation
 from ._errors import ChatError, Code
 from ._service import ChatService, app_room, conversation_room, store_call
 from ._sessions import Sessions
@@ -69,21 +68,10 @@ class AdminNamespace:
     # --- connecting -------------------------------------------------------------------
 
     async def _authenticate(self, socket: Socket, auth: dict[str, Any] | None) -> None:
-        chat = self._chat
-        try:
-            chat.contract.check(chat.contract_handshake(NAMESPACE), auth)
-        except Violation:
-            raise ConnectRefused(Code.MISSING_PARAMS.value) from None
-        assert auth is not None
-        try:
-            valid = await store_call(
-                chat.store.verify_admin_token(auth["app_id"], auth["admin_token"])
-            )
-        except ChatError as error:
-            raise ConnectRefused(error.code.value) from None
-        if not valid:
-            log.info("refused /admin for app %s: invalid credentials", auth["app_id"])
-            raise ConnectRefused(Code.INVALID_CREDENTIALS.value)
+        store = self._chat.store
+        auth = await self._chat.authenticate(
+            NAMESPACE, auth, lambda a: store.verify_admin_token(a["app_id"], a["admin_token"])
+        )
         socket.data["app_id"] = auth["app_id"]
         socket.data["admin_token"] = auth["admin_token"]
         socket.data["conversations"] = set()

@@ -13,10 +13,9 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from ..hub import ConnectRefused, Namespace, Socket
+from ..hub import Namespace, Socket
 from ..ports import Conversation, MessageStatus, Sender, UnknownMessage
 from ..sansio import DisconnectReason
-from ._contract import Violation
 from ._errors import ChatError, Code
 from ._service import ChatService, conversation_room, store_call
 from ._sessions import Sessions
@@ -61,19 +60,10 @@ class ClientNamespace:
     # --- connecting -------------------------------------------------------------------
 
     async def _authenticate(self, socket: Socket, auth: dict[str, Any] | None) -> None:
-        chat = self._chat
-        try:
-            chat.contract.check(chat.contract_handshake(NAMESPACE), auth)
-        except Violation:
-            raise ConnectRefused(Code.MISSING_PARAMS.value) from None
-        assert auth is not None
-        try:
-            valid = await store_call(chat.store.verify_api_key(auth["app_id"], auth["api_key"]))
-        except ChatError as error:
-            raise ConnectRefused(error.code.value) from None
-        if not valid:
-            log.info("refused /client for app %s: invalid credentials", auth["app_id"])
-            raise ConnectRefused(Code.INVALID_CREDENTIALS.value)
+        store = self._chat.store
+        auth = await self._chat.authenticate(
+            NAMESPACE, auth, lambda a: store.verify_api_key(a["app_id"], a["api_key"])
+        )
         socket.data["app_id"] = auth["app_id"]
         socket.data["device_id"] = auth["device_id"]
         socket.data["conversation_id"] = None

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from ..hub import EventRefused, Hub, Socket, SocketGone
+from ..hub import ConnectRefused, EventRefused, Hub, Socket, SocketGone
 from ..ports import (
     Conversation,
     Message,
@@ -152,6 +152,26 @@ class ChatService:
     def contract_handshake(self, namespace: str) -> str:
         schema: str = self.contract.index[namespace.strip("/")]["handshake"]["auth"]
         return schema
+
+    async def authenticate(
+        self, namespace: str, auth: Any, verify: Callable[[dict[str, Any]], Awaitable[bool]]
+    ) -> dict[str, Any]:
+        """A namespace's handshake ``auth``, checked against its schema (else
+        ``MISSING_PARAMS``) and by ``verify`` (else ``INVALID_CREDENTIALS``, or
+        ``STORE_UNAVAILABLE``); raises ConnectRefused with the code."""
+        try:
+            self.contract.check(self.contract_handshake(namespace), auth)
+        except Violation:
+            raise ConnectRefused(Code.MISSING_PARAMS.value) from None
+        try:
+            valid = await store_call(verify(auth))
+        except ChatError as error:
+            raise ConnectRefused(error.code.value) from None
+        if not valid:
+            log.info("refused %s for app %s: invalid credentials", namespace, auth["app_id"])
+            raise ConnectRefused(Code.INVALID_CREDENTIALS.value)
+        checked: dict[str, Any] = auth
+        return checked
 
     def check(self, namespace: str, event: str, args: tuple[Any, ...]) -> Any:
         """The event's payload, checked against its schema (raises INVALID_PAYLOAD)."""

@@ -30,15 +30,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(params=["memory", "redis"])
-def presence_url(request: pytest.FixtureRequest) -> str | None:
-    """Presence in memory (one node), or in the real Redis."""
-    if request.param == "memory":
-        return None
-    url: str = request.getfixturevalue("redis_url")
-    return url
-
-
 @pytest.fixture
 async def site(tmp_path: Path, presence_url: str | None) -> Any:
     chat = ChatSettings(typing_timeout=TYPING_TIMEOUT, token_recheck_interval=0.2)
