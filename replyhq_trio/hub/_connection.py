@@ -312,11 +312,23 @@ class SocketIOConnection:
                 await socket.emit(refused.event, refused.payload)
 
     def _reply(self, socket: Socket, event: Emit, result: Any) -> None:
-        if event.ack_id is None or not socket.connected:
+        ack_id = event.ack_id
+        # socket.connected written out (the socket is one of this connection's): this
+        # runs once per ack, and the property reaches the session through two more.
+        session = self._session
+        if (
+            ack_id is None
+            or socket.disconnect_reason is not None
+            or session is None
+            or session.closed
+        ):
             return
         # The namespace or connection may have ended meanwhile: nobody waits for it then.
-        with contextlib.suppress(LocalProtocolError):
-            self.session.send_ack(event.namespace, event.ack_id, _ack_args(result))
+        # (try/except rather than contextlib.suppress: this runs once per ack.)
+        try:
+            session.send_ack(event.namespace, ack_id, _ack_args(result))
+        except LocalProtocolError:
+            return
 
     async def _handle_connect(self, event: Connect) -> None:
         session = self.session

@@ -63,9 +63,9 @@ from .socketio._packets import (
     encode_message,
     reconstruct_binary,
 )
-from .websocket._frames import encode_binary, encode_text
+from .websocket._frames import encode_binary, encode_text, encode_text_utf8
 
-__all__ = ["PreparedEmit", "ServerConnection", "prepare_emit"]
+__all__ = ["PreparedEmit", "ServerConnection", "encode_ack_websocket", "prepare_emit"]
 
 _IDLE = NamespaceState.IDLE
 _CONNECTING = NamespaceState.CONNECTING
@@ -100,6 +100,24 @@ def prepare_emit(namespace: str, name: str, args: tuple[Any, ...] = ()) -> Prepa
             for frame in frames
         ),
     )
+
+
+def encode_ack_websocket(namespace: str, ack_id: int, args: tuple[Any, ...]) -> bytes | None:
+    """The WebSocket frame of an ack whose packet is one text message, built as bytes.
+
+    Byte for byte what :func:`encode_text` makes of the text frame of
+    ``encode_message(ACK, namespace, args, ack_id)``, without the round trip through
+    ``str`` (orjson writes bytes; the general path decodes them and the framing encodes
+    them again) nor the list of frames. ``None`` when ``args`` are not plain JSON
+    (binary attachments, or a value JSON cannot carry): the general path then encodes
+    or raises as it always does.
+    """
+    payload = _json.dumps_utf8(args)
+    if payload is None:
+        return None
+    if namespace == "/":
+        return encode_text_utf8(b"43%d%b" % (ack_id, payload))
+    return encode_text_utf8(b"43%b,%d%b" % (namespace.encode(), ack_id, payload))
 
 
 def _nsp(namespace: str) -> str:
@@ -451,6 +469,21 @@ class ServerConnection:
         if self._namespaces.get(namespace) is not _CONNECTED:
             self._local_input(namespace, NamespaceInput.ACK_SENT)  # raises, as send() would
         return engine.with_outbox(encode_message(_T.ACK, namespace, args, ack_id))
+
+    def send_ack_websocket(
+        self, namespace: str, ack_id: int, args: tuple[Any, ...]
+    ) -> bytes | None:
+        """:meth:`send_ack` for a session on a WebSocket: the ack as the bytes of its one
+        WebSocket frame (see :func:`encode_ack_websocket`), or ``None`` when the ack
+        needs :meth:`send_ack` (which checks, raises and keeps order as it must): the
+        connection is closed, the namespace is not joined, frames of the core's own
+        wait in its outbox, or the ack carries binary data.
+        """
+        engine = self._engine
+        # The outbox read directly: sansio's own engine, and this runs once per ack.
+        if engine.closed or engine._outbox or self._namespaces.get(namespace) is not _CONNECTED:
+            return None
+        return encode_ack_websocket(namespace, ack_id, args)
 
     def _local_input(self, namespace: str, event: NamespaceInput) -> None:
         # Input from our side: an illegal transition is the caller's mistake; it

@@ -16,7 +16,7 @@ import orjson
 
 from ._errors import LocalProtocolError, RemoteProtocolError, limit_exceeded
 
-__all__ = ["dumps", "loads"]
+__all__ = ["dumps", "dumps_utf8", "loads"]
 
 _CONTAINERS = (list, dict)
 
@@ -78,3 +78,15 @@ def dumps(value: Any) -> str:
         return orjson.dumps(value).decode()
     except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
         raise LocalProtocolError(f"cannot encode as JSON: {exc}") from None
+
+
+def dumps_utf8(value: Any) -> bytes | None:
+    """:func:`dumps` as UTF-8 bytes, or ``None`` where :func:`dumps` would raise.
+
+    For the send paths that frame bytes directly; the caller falls back to the
+    general path, which reports the error or handles binary attachments.
+    """
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return None

@@ -259,6 +259,13 @@ class EngineSession:
         event object (see ``ServerConnection.send_ack``)."""
         core = self.core
         assert isinstance(core, ServerConnection)
+        websocket = self._websocket
+        if websocket is not None and not self._ended:
+            # The frame's bytes in one step: no Engine.IO text, no list of frames.
+            data = core.send_ack_websocket(namespace, ack_id, args)
+            if data is not None:
+                websocket.outlet.write(data)
+                return
         self.send_frames(core.send_ack(namespace, ack_id, args))
 
     def send_prepared(self, prepared: PreparedEmit) -> None:
@@ -566,7 +573,9 @@ class EngineSession:
         self.reading_inline = True
         try:
             for message in decoder.events():
-                if isinstance(message, str | bytes):
+                # type() first: nearly every message is text, and `str | bytes` would
+                # build a union object per message.
+                if type(message) is str or isinstance(message, bytes):
                     self.receive(message, now)
                 elif isinstance(message, PingReceived):
                     outlet.write(encode_pong(message.payload))

@@ -14,6 +14,7 @@ from ._frames import encode_frame as encode_frame
 from ._frames import encode_ping as encode_ping
 from ._frames import encode_pong as encode_pong
 from ._frames import encode_text as encode_text
+from ._frames import encode_text_utf8 as encode_text_utf8
 
 __all__ = [
     "CloseReceived",
@@ -30,4 +31,5 @@ __all__ = [
     "encode_ping",
     "encode_pong",
     "encode_text",
+    "encode_text_utf8",
 ]

@@ -37,6 +37,7 @@ __all__ = [
     "encode_ping",
     "encode_pong",
     "encode_text",
+    "encode_text_utf8",
 ]
 
 _ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
@@ -115,7 +116,20 @@ def encode_frame(
 
 def encode_text(text: str) -> bytes:
     """One unmasked text frame (server to client)."""
+    # encode_text_utf8 written out: this runs for nearly every frame sent.
     payload = text.encode()
+    length = len(payload)
+    if length < 126:
+        return bytes((0x81, length)) + payload
+    return encode_frame(Opcode.TEXT, payload)
+
+
+def encode_text_utf8(payload: bytes) -> bytes:
+    """:func:`encode_text` of text already encoded as UTF-8 (the caller vouches).
+
+    For payloads built as bytes from the start (an ack's JSON comes out of orjson as
+    bytes), so they are not decoded to ``str`` only to be encoded again.
+    """
     length = len(payload)
     if length < 126:
         return bytes((0x81, length)) + payload
@@ -205,6 +219,7 @@ class FrameDecoder:
         "_fragments",
         "_max_message_size",
         "_pos",
+        "_small_limit",
     )
 
     def __init__(self, *, role: Role = Role.SERVER, max_message_size: int = 1_000_000) -> None:
@@ -217,6 +232,9 @@ class FrameDecoder:
         self._fragment_opcode: Opcode | None = None
         self._closed = False
         self._failed: RemoteProtocolError | None = None
+        # The largest payload events() takes on its inline path (masked text frames
+        # with a 7-bit length, so at most 125); -1 turns that path off for a client.
+        self._small_limit = min(125, max_message_size) if role is Role.SERVER else -1
 
     @property
     def closed(self) -> bool:
@@ -249,6 +267,40 @@ class FrameDecoder:
             raise self._failed
         try:
             while not self._closed:
+                buffer = self._buffer
+                pos = self._pos
+                available = len(buffer) - pos
+                if available < 2:
+                    return
+                # Inline, the frame nearly every client sends: a whole, final, masked
+                # text frame with a 7-bit length, outside a fragmented message. XOR-ing
+                # the mask bit leaves the length when it was set and 128 or more when
+                # not, so one comparison checks the mask, the length's form and the
+                # message size limit. Everything else takes the general path.
+                length = buffer[pos + 1] ^ 0x80
+                if (
+                    buffer[pos] == 0x81
+                    and length <= self._small_limit
+                    and available >= length + 6
+                    and self._fragment_opcode is None
+                ):
+                    start = pos + 6
+                    end = start + length
+                    # Unmasked as in _apply_mask, slicing the bytearray directly: for
+                    # small frames a copy costs less than a memoryview.
+                    repeated = (buffer[pos + 2 : start] * ((length >> 2) + 1))[:length]
+                    value = int.from_bytes(buffer[start:end], "little") ^ int.from_bytes(
+                        repeated, "little"
+                    )
+                    try:
+                        text = value.to_bytes(length, "little").decode()
+                    except UnicodeDecodeError:
+                        raise _violation(
+                            "text message is not UTF-8", WebSocketCloseCode.INVALID_PAYLOAD
+                        ) from None
+                    self._pos = end
+                    yield text
+                    continue
                 event = self._next_event()
                 if event is None:
                     return
