@@ -465,6 +465,9 @@ function applySession(kind, payload) {
     state.sessions.delete(payload.connection_id);
     const record = state.presence.get(payload.device_id);
     if (record) record.lastSeen = new Date(serverNow()).toISOString();
+    // Its last connection here ended: the cluster-wide list says whether it is still
+    // online (a crossing made while Redis was away is never reported as one).
+    if (connectionsOf(payload.device_id) === 0) scheduleSessionsReload();
   }
 }
 
