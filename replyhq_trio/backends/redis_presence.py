@@ -441,8 +441,13 @@ class RedisPresence:
                 config.max_connections + 1,
                 config.call_timeout,
             )
-        except ValueError as exc:
-            raise ValueError(f"invalid Redis URL ({self._where}): {exc}") from exc
+        except ValueError:
+            # redis-py's own text may quote part of the URL, password included.
+            raise ValueError(
+                f"invalid Redis URL ({self._where}): expected "
+                "redis://[user:password@]host[:port][/db], with / @ : in the password "
+                "percent-encoded"
+            ) from None
         try:
             registered = await self._heartbeat()
         except _Away as exc:

@@ -740,3 +740,13 @@ async def test_open_presence_requires_a_valid_url(bridge: AsyncioBridge) -> None
 def test_node_ids_cannot_break_key_names() -> None:
     with pytest.raises(ValueError, match="node id"):
         RedisPresence("redis://127.0.0.1:6379/0", node_id="a:b")
+
+
+async def test_a_malformed_redis_url_never_shows_its_password() -> None:
+    from replyhq_trio.backends import open_presence
+
+    with pytest.raises(ValueError, match="invalid Redis URL") as caught:
+        async with open_presence("redis://user:pa/ss3cret@127.0.0.1:6379/0"):
+            pytest.fail("opened")
+    assert "ss3cret" not in str(caught.value)
+    assert "pa" not in str(caught.value).split("expected")[0]
