@@ -23,6 +23,7 @@ from .backends.memory import MemoryPresence
 from .chat import AdminNamespace, ChatService, ChatSettings, ClientNamespace, Contract, Sessions
 from .http_api import Dashboard, Health, RestApi
 from .hub import Hub
+from .metrics import Metrics
 from .ports import NewApp, Presence, Store
 from .server import Server, serve_until_signalled
 from .settings import Settings
@@ -45,7 +46,13 @@ def build_server(
     ``presence``, sessions and presence live in this process (a single node)."""
     server = Server(settings.server_config(), hub=hub)
     chat_settings = chat_settings or settings.chat_settings()
-    chat = ChatService(hub=server.hub, store=store, contract=Contract(), settings=chat_settings)
+    contract = Contract()
+    # Counted by name: the contract's events; anything else a client sends is "other".
+    server.hub.stats.count_events(
+        received=contract.event_names("client_to_server"),
+        sent=contract.event_names("server_to_client"),
+    )
+    chat = ChatService(hub=server.hub, store=store, contract=contract, settings=chat_settings)
     sessions = Sessions(hub=server.hub, presence=presence or MemoryPresence(server.hub.node_id))
     ClientNamespace(chat, sessions).register(server.namespace("/client"))
     admin = AdminNamespace(chat, sessions, recheck_interval=chat_settings.token_recheck_interval)
@@ -62,6 +69,8 @@ def build_server(
     health = Health({"store": store.check, "redis": redis_check}, draining=lambda: server.draining)
     server.route("GET", "/healthz", while_draining=True)(health.healthz)
     server.route("GET", "/readyz", while_draining=True)(health.readyz)
+    metrics = Metrics(server.hub, chat.stats, dependencies=health.check_dependencies)
+    server.route("GET", "/metrics", while_draining=True)(metrics.handle)
     dashboard = Dashboard()
     server.route("GET", "/dashboard")(dashboard.redirect)
     server.route("GET", "/dashboard/", prefix=True)(dashboard.serve)

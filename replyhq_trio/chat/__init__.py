@@ -12,12 +12,16 @@ from ._service import conversation_payload as conversation_payload
 from ._service import message_payload as message_payload
 from ._service import store_call as store_call
 from ._sessions import Sessions as Sessions
+from ._stats import DELIVERY_BUCKETS as DELIVERY_BUCKETS
+from ._stats import ChatStats as ChatStats
 
 __all__ = [
+    "DELIVERY_BUCKETS",
     "AdminNamespace",
     "ChatError",
     "ChatService",
     "ChatSettings",
+    "ChatStats",
     "ClientNamespace",
     "Code",
     "Contract",

@@ -86,6 +86,16 @@ class Contract:
     def events(self, namespace: str) -> frozenset[str]:
         return frozenset(self.index[namespace.strip("/")]["client_to_server"])
 
+    def event_names(self, direction: str) -> frozenset[str]:
+        """The events of every namespace going ``client_to_server`` or
+        ``server_to_client`` (the names metrics count by name)."""
+        return frozenset(
+            name
+            for key, namespace in self.index.items()
+            if key != "rest"
+            for name in namespace.get(direction, {})
+        )
+
     def check(self, schema: str, instance: Any) -> None:
         """Raise :class:`Violation` naming the first failing field."""
         validator = self.validator(schema)

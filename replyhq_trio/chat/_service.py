@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -26,6 +27,7 @@ from ..ports import (
 from ._contract import Contract, Violation
 from ._errors import ChatError, Code
 from ._ordering import BroadcastOrder
+from ._stats import ChatStats
 from ._typing import TypingTracker
 
 __all__ = [
@@ -134,12 +136,20 @@ class ChatService:
         hub: Where broadcasts go.
         store: Apps, conversations, messages.
         contract: The payload schemas.
+        stats: Where messages stored and delivery latencies are counted (metrics).
     """
 
     def __init__(
-        self, *, hub: Hub, store: Store, contract: Contract, settings: ChatSettings
+        self,
+        *,
+        hub: Hub,
+        store: Store,
+        contract: Contract,
+        settings: ChatSettings,
+        stats: ChatStats | None = None,
     ) -> None:
         self.hub = hub
+        self.stats = stats or ChatStats()
         self.store = store
         self.contract = contract
         self.settings = settings
@@ -243,6 +253,10 @@ class ChatService:
         except BaseException:
             self._order.drop_ticket(conversation_id, ticket)
             raise
+        stored_at = time.perf_counter()
+        stats = self.stats
+        if created:
+            stats.message_stored(sender)
         payload = message_payload(message)
         if message.id in self._announced:
             self._order.drop_ticket(conversation_id, ticket)
@@ -251,6 +265,9 @@ class ChatService:
 
         async def send() -> None:
             await self._to_conversation("message:new", payload, app_id, conversation_id)
+            # Written to every local recipient's socket (or its backlog) and handed to
+            # the backplane; the wait for earlier messages of the conversation counts.
+            stats.delivered(time.perf_counter() - stored_at)
 
         try:
             await self._order.broadcast(conversation_id, ticket, message.id, send)

@@ -40,9 +40,9 @@ class Health:
     async def healthz(self, request: Request, http: HttpConnection) -> Response:
         return json_response(200, b'{"status":"ok"}')
 
-    async def readyz(self, request: Request, http: HttpConnection) -> Response:
-        draining = self._draining()
-        results: dict[str, str] = {"server": "draining" if draining else "ok"}
+    async def check_dependencies(self) -> dict[str, str]:
+        """Run every check once: name -> ``ok``, ``unavailable`` or ``disabled``."""
+        results: dict[str, str] = {}
         for name, check in self._checks.items():
             if check is None:
                 results[name] = "disabled"
@@ -54,6 +54,12 @@ class Health:
                 except Exception:  # any failure of a dependency means "not ready"
                     continue
                 results[name] = "ok"
+        return results
+
+    async def readyz(self, request: Request, http: HttpConnection) -> Response:
+        draining = self._draining()
+        results: dict[str, str] = {"server": "draining" if draining else "ok"}
+        results.update(await self.check_dependencies())
         ready = not draining and all(state != "unavailable" for state in results.values())
         body = {"status": "ok" if ready else "unavailable", "checks": results}
         return json_response(200 if ready else 503, orjson.dumps(body))

@@ -18,8 +18,11 @@ from ._namespace import EventHandler as EventHandler
 from ._namespace import Namespace as Namespace
 from ._registry import RoomRegistry as RoomRegistry
 from ._socket import Socket as Socket
+from ._stats import OTHER_EVENT as OTHER_EVENT
+from ._stats import HubStats as HubStats
 
 __all__ = [
+    "OTHER_EVENT",
     "AckTimeout",
     "AnyEventHandler",
     "Backplane",
@@ -31,6 +34,7 @@ __all__ = [
     "EventHandler",
     "EventRefused",
     "Hub",
+    "HubStats",
     "InMemoryBus",
     "LocalBackplane",
     "Namespace",

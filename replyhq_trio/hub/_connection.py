@@ -242,6 +242,7 @@ class SocketIOConnection:
                 socket = self.sockets.get(event.namespace)
                 if socket is None:
                     return
+                self.hub.stats.event_received(event.name)
                 route = socket.namespace_object.route(event.name)
                 if route is None or route.concurrent:
                     await self._handle_other_emit(socket, event, route)
@@ -397,6 +398,8 @@ class SocketIOConnection:
 
     async def on_close(self, session: EngineSession, reason: DisconnectReason) -> None:
         """The connection ended: every socket leaves, every pending ack fails."""
+        if reason is DisconnectReason.SLOW_CONSUMER:
+            self.hub.stats.slow_consumers += 1
         self._queue = None
         if self._room is not None:
             self._room.unpark_all()

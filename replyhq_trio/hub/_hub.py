@@ -15,11 +15,12 @@ from typing import Any
 
 import trio
 
-from ..sansio import prepare_emit
+from ..sansio import DisconnectReason, prepare_emit
 from ._backplane import Backplane, Broadcast, LocalBackplane
 from ._namespace import Namespace
 from ._registry import RoomRegistry
 from ._socket import Socket
+from ._stats import HubStats
 
 __all__ = ["Hub"]
 
@@ -32,11 +33,19 @@ class Hub:
     Args:
         node_id: This node's name among the nodes sharing a backplane.
         backplane: How broadcasts reach other nodes (none by default).
+        stats: Where connections, disconnections and events are counted (metrics).
     """
 
-    def __init__(self, *, node_id: str | None = None, backplane: Backplane | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        node_id: str | None = None,
+        backplane: Backplane | None = None,
+        stats: HubStats | None = None,
+    ) -> None:
         self.node_id = node_id or secrets.token_hex(6)
         self.backplane: Backplane = backplane or LocalBackplane()
+        self.stats = stats or HubStats()
         self._namespaces: dict[str, Namespace] = {}
         self._rooms: dict[str, RoomRegistry[Socket]] = {}
         self._sockets: dict[str, dict[str, Socket]] = {}
@@ -76,9 +85,12 @@ class Hub:
         # Every socket is alone in the room named by its id, so broadcasts can target
         # or exclude single sockets, here and on other nodes.
         self._rooms[socket.namespace].join(socket, socket.sid)
+        self.stats.socket_connected(socket.namespace)
 
     def socket_left(self, socket: Socket) -> None:
-        self._sockets[socket.namespace].pop(socket.sid, None)
+        if self._sockets[socket.namespace].pop(socket.sid, None) is not None:
+            reason = socket.disconnect_reason or DisconnectReason.SERVER_DISCONNECT
+            self.stats.socket_disconnected(socket.namespace, reason)
         self._rooms[socket.namespace].leave_all(socket)
 
     # --- broadcasts -------------------------------------------------------------------
@@ -141,6 +153,8 @@ class Hub:
         for socket in targets:
             socket.send_prepared(prepared)
             count += 1
+        if count:
+            self.stats.events_sent(event, count)
         return count
 
     def _deliver_remote(self, broadcast: Broadcast) -> None:

@@ -116,6 +116,7 @@ class Socket:
             session.send_event(Emit(namespace=self.namespace, name=event, args=args))
         except LocalProtocolError as exc:
             raise SocketGone(session.close_reason) from exc
+        self._connection.hub.stats.events_sent(event)
 
     def emit_nowait(self, event: str, *args: Any) -> None:
         """Send ``event(*args)`` to this client without waiting for room: a client over
@@ -128,6 +129,7 @@ class Socket:
         if not self.connected:
             raise SocketGone(self._disconnect_reason)
         self.send_prepared(prepare_emit(self.namespace, event, args))
+        self._connection.hub.stats.events_sent(event)
 
     async def emit_with_ack(self, event: str, *args: Any, timeout: float) -> tuple[Any, ...]:
         """Send ``event(*args)`` and wait for the client's ack; returns its arguments.
@@ -146,9 +148,11 @@ class Socket:
         waiter = self._connection.expect_ack(self.namespace, ack_id)
         try:
             session.send_event(Emit(namespace=self.namespace, name=event, args=args, ack_id=ack_id))
+            self._connection.hub.stats.events_sent(event)
             with trio.fail_after(timeout):
                 return await waiter.wait()
         except trio.TooSlowError:
+            self._connection.hub.stats.acks_timed_out += 1
             raise AckTimeout(f"no ack for {event!r} within {timeout} s") from None
         finally:
             self._connection.forget_ack(self.namespace, ack_id)

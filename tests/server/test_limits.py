@@ -181,6 +181,8 @@ async def test_a_slow_consumer_is_disconnected_and_the_others_keep_receiving() -
                 received += 1
                 assert sent < 2000, "the slow consumer was never disconnected"
             assert reasons == [DisconnectReason.SLOW_CONSUMER]
+            assert hub.stats.slow_consumers == 1
+            assert hub.stats.disconnected == {("/room", DisconnectReason.SLOW_CONSUMER): 1}
             # The reader was never held back: it got every broadcast so far.
             assert received == sent
             await hub.emit("/room", "blob", "after", to="all")
