@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 import attrs
 import trio
 
+from ._waiting import wait_for
+
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -266,9 +268,11 @@ class PrivateRedis:
              "--appendonly", "no", "--loglevel", "warning"],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
-        with trio.fail_after(5):
-            while await probe(self.url) is not None:  # noqa: ASYNC110 - no event to wait on
-                await trio.sleep(0.02)
+
+        async def answers() -> bool:
+            return await probe(self.url) is None
+
+        await wait_for(answers, timeout=5)
 
     async def stop(self) -> None:
         process, self._process = self._process, None

@@ -52,18 +52,19 @@ class AdminNamespace:
         namespace.on_connect(self._authenticate)
         namespace.on_connected(self._connected)
         namespace.on_disconnect(self._disconnected)
-        for event, handle in (
-            ("app:subscribe", self._subscribe),
-            ("conversation:join", self._join),
-            ("conversation:leave", self._leave),
-            ("message:send", self._send),
-            ("typing:start", self._typing_start),
-            ("typing:stop", self._typing_stop),
-            ("sessions:list", self._sessions_list),
-            ("ping", self._ping),
-        ):
-            namespace.on(event)(chat.handler(NAMESPACE, event, handle))
-        namespace.on_any(chat.unknown_event)
+        chat.route(
+            namespace,
+            {
+                "app:subscribe": self._subscribe,
+                "conversation:join": self._join,
+                "conversation:leave": self._leave,
+                "message:send": self._send,
+                "typing:start": self._typing_start,
+                "typing:stop": self._typing_stop,
+                "sessions:list": self._sessions_list,
+                "ping": self._ping,
+            },
+        )
 
     # --- connecting -------------------------------------------------------------------
 

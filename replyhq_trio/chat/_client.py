@@ -43,19 +43,19 @@ class ClientNamespace:
         namespace.on_connect(self._authenticate)
         namespace.on_connected(self._connected)
         namespace.on_disconnect(self._disconnected)
-        namespace.on("conversation:join")(chat.handler(NAMESPACE, "conversation:join", self._join))
-        namespace.on("conversation:leave")(
-            chat.handler(NAMESPACE, "conversation:leave", self._leave)
+        chat.route(
+            namespace,
+            {
+                "conversation:join": self._join,
+                "conversation:leave": self._leave,
+                "typing:start": self._typing_start,
+                "typing:stop": self._typing_stop,
+                "message:send": self._send,
+                "message:delivered": self._delivered,
+                "message:read": self._read,
+                "ping": self._ping,
+            },
         )
-        namespace.on("typing:start")(chat.handler(NAMESPACE, "typing:start", self._typing_start))
-        namespace.on("typing:stop")(chat.handler(NAMESPACE, "typing:stop", self._typing_stop))
-        namespace.on("message:send")(chat.handler(NAMESPACE, "message:send", self._send))
-        namespace.on("message:delivered")(
-            chat.handler(NAMESPACE, "message:delivered", self._delivered)
-        )
-        namespace.on("message:read")(chat.handler(NAMESPACE, "message:read", self._read))
-        namespace.on("ping")(chat.handler(NAMESPACE, "ping", self._ping))
-        namespace.on_any(chat.unknown_event)
 
     # --- connecting -------------------------------------------------------------------
 

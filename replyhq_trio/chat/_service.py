@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from ..hub import ConnectRefused, EventRefused, Hub, Socket, SocketGone
+from ..hub import ConnectRefused, EventRefused, Hub, Namespace, Socket, SocketGone
 from ..ports import (
     Conversation,
     Message,
@@ -210,6 +210,13 @@ class ChatService:
                 raise EventRefused(error.ack(), "error", error.event()) from None
 
         return run
+
+    def route(self, namespace: Namespace, handlers: dict[str, PayloadHandler]) -> None:
+        """Register ``handlers`` (event -> payload handler, see :meth:`handler`) on
+        ``namespace``; every other event gets ``UNKNOWN_EVENT``."""
+        for event, handle in handlers.items():
+            namespace.on(event)(self.handler(namespace.name, event, handle))
+        namespace.on_any(self.unknown_event)
 
     async def unknown_event(self, socket: Socket, name: str, args: tuple[Any, ...]) -> None:
         error = ChatError(Code.UNKNOWN_EVENT, f"unknown event {name!r}")

@@ -33,6 +33,7 @@ from replyhq_trio.ports import (
 )
 
 from .. import _pg
+from .._waiting import wait_until
 
 UNKNOWN = "conv_00000000000000000000"
 
@@ -90,15 +91,6 @@ async def _writes_held(
         lock = "SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE"
         async with _pg.holding(bridge, db_url, lock, conversation_id):
             yield
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    """Poll ``condition`` (a store's counters: nothing to wait on) for up to 10 s."""
-    for _ in range(2000):
-        if condition():
-            return
-        await trio.sleep(0.005)
-    raise AssertionError("the condition did not hold within 10 s")
 
 
 async def _assert_pool_clean(store: BatchedStore, bridge: AsyncioBridge, db_url: str) -> None:
@@ -229,14 +221,14 @@ async def test_callers_cancelled_while_queued_or_in_flight(
         ):
             for i in range(40):
                 nursery.start_soon(send, f"m{i}", scopes.get(f"m{i}"))
-            await _until(lambda: batched.batches > batches_before)  # 40 in flight
+            await wait_until(lambda: batched.batches > batches_before)  # 40 in flight
             for i in range(40, 60):
                 nursery.start_soon(send, f"m{i}", scopes.get(f"m{i}"))
-            await _until(lambda: batched._writes.queued == 20)
+            await wait_until(lambda: batched._writes.queued == 20)
             cancelled_at = trio.current_time()
             for scope in scopes.values():
                 scope.cancel()
-            await _until(lambda: len(left_after) == 30)  # while the lock is held
+            await wait_until(lambda: len(left_after) == 30)  # while the lock is held
         assert max(left_after) < 0.5
         assert batched.batches - batches_before == 2
 

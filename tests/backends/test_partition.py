@@ -16,7 +16,7 @@ from replyhq_trio.ports import MessageStatus, Sender, StoreUnavailable
 
 from .. import _pg
 from .._proxy import StallProxy, open_stall_proxy
-from .._waiting import wait_until
+from .._waiting import wait_for, wait_until
 
 TIMEOUT = 1.0
 CLOSE_TIMEOUT = 2.0
@@ -64,10 +64,13 @@ async def _no_leak(store: PostgresStore, bridge: AsyncioBridge, url: str) -> Non
     exactly those, idle (connections terminated during the partition end on the server
     once the network passes their close on)."""
     await wait_until(lambda: store.pool_stats()[1] == store.pool_stats()[0] >= 1)
-    with trio.fail_after(10):
-        while (states := await _pg.activity(bridge, url)) != {"idle": store.pool_stats()[0]}:
-            assert set(states) <= {"idle"}, states  # nothing active, no transaction open
-            await trio.sleep(0.05)
+
+    async def settled() -> bool:
+        states = await _pg.activity(bridge, url)
+        assert set(states) <= {"idle"}, states  # nothing active, no transaction open
+        return bool(states == {"idle": store.pool_stats()[0]})
+
+    await wait_for(settled)
     size, idle = store.pool_stats()
     assert idle == size
 
@@ -75,9 +78,11 @@ async def _no_leak(store: PostgresStore, bridge: AsyncioBridge, url: str) -> Non
 async def _sessions_end(bridge: AsyncioBridge, url: str) -> None:
     """Bounded polling until the server has no session of the store left (each ends once
     the network passes on the close, or the reset, of its connection)."""
-    with trio.fail_after(10):
-        while await _pg.activity(bridge, url):  # noqa: ASYNC110 - the server tells no one
-            await trio.sleep(0.05)
+
+    async def ended() -> bool:
+        return not await _pg.activity(bridge, url)
+
+    await wait_for(ended)
 
 
 async def _recovers(store: PostgresStore) -> None:
