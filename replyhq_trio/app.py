@@ -18,9 +18,19 @@ from contextlib import AbstractAsyncContextManager
 
 import trio
 
-from .backends import open_presence, open_store
+from .backends import open_presence, open_store, rate_limiter_for
 from .backends.memory import MemoryPresence
-from .chat import AdminNamespace, ChatService, ChatSettings, ClientNamespace, Contract, Sessions
+from .chat import (
+    AdminNamespace,
+    ChatService,
+    ChatSettings,
+    ChatStats,
+    ClientNamespace,
+    Contract,
+    Limits,
+    Sessions,
+    address_of,
+)
 from .http_api import Dashboard, Health, RestApi
 from .hub import Hub
 from .metrics import Metrics
@@ -43,7 +53,8 @@ def build_server(
     chat_settings: ChatSettings | None = None,
 ) -> Server:
     """The server with the chat application on it (not yet serving). Without
-    ``presence``, sessions and presence live in this process (a single node)."""
+    ``presence``, sessions, presence and rate limits live in this process (a single
+    node); with a shared one, the rate limits are shared through it too."""
     server = Server(settings.server_config(), hub=hub)
     chat_settings = chat_settings or settings.chat_settings()
     contract = Contract()
@@ -52,8 +63,19 @@ def build_server(
         received=contract.event_names("client_to_server"),
         sent=contract.event_names("server_to_client"),
     )
-    chat = ChatService(hub=server.hub, store=store, contract=contract, settings=chat_settings)
-    sessions = Sessions(hub=server.hub, presence=presence or MemoryPresence(server.hub.node_id))
+    presence = presence or MemoryPresence(server.hub.node_id)
+    stats = ChatStats()
+    limits = Limits(rate_limiter_for(presence), presence, chat_settings.limits, stats)
+    chat = ChatService(
+        hub=server.hub,
+        store=store,
+        contract=contract,
+        settings=chat_settings,
+        limits=limits,
+        stats=stats,
+    )
+    sessions = Sessions(hub=server.hub, presence=presence)
+    server.admit_with(lambda remote: limits.handshake_wait(address_of(remote)))
     ClientNamespace(chat, sessions).register(server.namespace("/client"))
     admin = AdminNamespace(chat, sessions, recheck_interval=chat_settings.token_recheck_interval)
     admin.register(server.namespace("/admin"))

@@ -121,6 +121,16 @@ class _Collector(Collector):
             stored.add_metric([sender.value], count)
         yield stored
 
+        limited = CounterMetricFamily(
+            "replyhq_rate_limited",
+            "Events refused over a rate limit (message, typing, connect per IP address) "
+            "and connections refused over the per-device maximum (connections).",
+            labels=["limit"],
+        )
+        for limit, count in chat.limited.items():
+            limited.add_metric([limit], count)
+        yield limited
+
         cumulative = 0
         buckets: list[tuple[str, float]] = []
         for bound, count in zip(

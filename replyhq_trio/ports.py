@@ -20,12 +20,14 @@ __all__ = [
     "App",
     "Conversation",
     "InvalidCursor",
+    "Limit",
     "Message",
     "MessageStatus",
     "NewApp",
     "Presence",
     "PresenceChange",
     "PresenceUnavailable",
+    "RateLimiter",
     "Sender",
     "Session",
     "SessionEnded",
@@ -302,3 +304,35 @@ class PresenceUnavailable(Exception):
     """The shared presence backend (Redis) cannot be reached at start-up; one line that
     says where and why. Raised only when it is required: once running, presence calls
     never raise for an outage (see :class:`Presence`)."""
+
+
+# --- rate limits ----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Limit:
+    """At most ``count`` events per ``window`` seconds (a sliding window), per key.
+
+    Attributes:
+        name: What is limited (``message``, ``typing``, ``connect``): part of the keys
+            and of the metrics' labels.
+        count: Events admitted in any window.
+        window: Seconds.
+    """
+
+    name: str
+    count: int
+    window: float
+
+
+class RateLimiter(Protocol):
+    """Sliding-window counters: this node's own in memory, or shared by every node in
+    Redis (chosen with presence). An outage of a shared backend admits everything (a
+    limit is protection, never the reason a healthy client is refused) and is logged."""
+
+    async def hit(self, limit: Limit, key: str) -> float:
+        """Count one event of ``key`` under ``limit``: 0.0 when admitted; else nothing
+        is counted and the result is the seconds until an event would be admitted."""
+
+    async def wait_time(self, limit: Limit, key: str) -> float:
+        """What :meth:`hit` would answer now, counting nothing."""

@@ -26,7 +26,7 @@ from typing import Protocol
 import trio
 
 from .config import ServerConfig
-from .http import EngineIOEndpoint, FrontDoor, Router, SessionTable
+from .http import Admission, EngineIOEndpoint, FrontDoor, Router, SessionTable
 from .hub import Hub, Namespace, SocketIOConnection
 from .sansio import (
     DisconnectReason,
@@ -90,6 +90,7 @@ class Server:
         self._engine_apps: dict[str, EngineApp] = {}
         self._drain_hooks: list[DrainHook] = []
         self._services: list[Service] = []
+        self._admission: Admission | None = None
         self._stop = trio.Event()
         self._draining = False
         #: The port listened on, once serving (useful with port 0).
@@ -126,6 +127,15 @@ class Server:
         first connection is accepted, cancelled once the last one is gone."""
         self._services.append(service)
         return service
+
+    def admit_with(self, admission: Admission) -> Admission:
+        """Ask ``admission`` before opening a long-polling session on the Socket.IO path:
+        it is given the peer (``host:port``) and answers the seconds it must wait, and
+        a wait above 0 is refused with 429 and ``Retry-After``. (A WebSocket opens
+        without it: the application refuses its namespace CONNECT instead, which a
+        WebSocket-only client reports better than a failed upgrade.)"""
+        self._admission = admission
+        return admission
 
     def on_drain(self, hook: DrainHook) -> DrainHook:
         """Run ``hook`` when a shutdown begins, before the grace period counts down."""
@@ -213,6 +223,7 @@ class Server:
 
         def endpoint(
             factory: Callable[[str, Transport, HandshakeInfo], EngineSession],
+            admission: Admission | None = None,
         ) -> EngineIOEndpoint:
             return EngineIOEndpoint(
                 config=self.config,
@@ -221,9 +232,10 @@ class Server:
                 sessions_nursery=connections,
                 cors=cors,
                 draining=lambda: self._draining,
+                admission=admission,
             )
 
-        endpoints = {self.config.path: endpoint(self._socketio_session)}
+        endpoints = {self.config.path: endpoint(self._socketio_session, self._admission)}
         for path, app in self._engine_apps.items():
             endpoints[path] = endpoint(self._engine_session_factory(app))
         return FrontDoor(

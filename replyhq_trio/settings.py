@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 
-from .chat import ChatSettings
+from .chat import ChatSettings, RateLimits
 from .config import ServerConfig
 from .sansio import ProtocolConfig
 
@@ -36,6 +36,11 @@ class Settings:
     grace_period: float = 10.0
     log_level: str = "info"
     log_format: str = "console"
+    limit_messages: int = 60
+    limit_typing: int = 10
+    limit_device_connections: int = 5
+    limit_ip_connects: int = 10
+    limit_strikes: int = 3
 
     def server_config(self) -> ServerConfig:
         return ServerConfig(
@@ -54,7 +59,15 @@ class Settings:
         )
 
     def chat_settings(self) -> ChatSettings:
-        return ChatSettings()
+        return ChatSettings(
+            limits=RateLimits(
+                messages=self.limit_messages,
+                typing=self.limit_typing,
+                connections=self.limit_device_connections,
+                connects=self.limit_ip_connects,
+                strikes=self.limit_strikes,
+            )
+        )
 
 
 # (flag, attribute, type, help)
@@ -98,6 +111,36 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ),
     ("--log-level", "log_level", str, "debug, info, warning or error (default info)"),
     ("--log-format", "log_format", str, "console or json (default console)"),
+    (
+        "--limit-messages",
+        "limit_messages",
+        int,
+        "messages a device may send a minute, 0 for no limit (default 60)",
+    ),
+    (
+        "--limit-typing",
+        "limit_typing",
+        int,
+        "typing:start events a device may send a minute, 0 for no limit (default 10)",
+    ),
+    (
+        "--limit-device-connections",
+        "limit_device_connections",
+        int,
+        "live /client connections a device may have on all nodes, 0 for no limit (default 5)",
+    ),
+    (
+        "--limit-ip-connects",
+        "limit_ip_connects",
+        int,
+        "/client CONNECT attempts an IP address may make a minute, 0 for no limit (default 10)",
+    ),
+    (
+        "--limit-strikes",
+        "limit_strikes",
+        int,
+        "refusals over a limit within a minute that disconnect a socket, 0 never (default 3)",
+    ),
 ]
 
 
@@ -171,6 +214,11 @@ def _convert(name: str, value: Any) -> Any:
         "ping_timeout": float,
         "max_payload": int,
         "grace_period": float,
+        "limit_messages": int,
+        "limit_typing": int,
+        "limit_device_connections": int,
+        "limit_ip_connects": int,
+        "limit_strikes": int,
     }
     if name == "redis_required":
         if isinstance(value, bool):
@@ -201,6 +249,15 @@ def _validate(settings: Settings) -> None:
             raise ValueError(f"{name.replace('_', '-')}: must be positive")
     if settings.grace_period < 0:
         raise ValueError("grace-period: must not be negative")
+    for name in (
+        "limit_messages",
+        "limit_typing",
+        "limit_device_connections",
+        "limit_ip_connects",
+        "limit_strikes",
+    ):
+        if getattr(settings, name) < 0:
+            raise ValueError(f"{name.replace('_', '-')}: must not be negative (0: no limit)")
     if settings.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ValueError(f"log-level: {settings.log_level!r} is not debug, info, warning or error")
     if settings.redis_url is not None and not settings.redis_url.startswith(

@@ -6,8 +6,8 @@ Redis (127.0.0.1:6379, each test under a key prefix of its own, deleted afterwar
 Without a reachable PostgreSQL (or Redis) the tests that need it are skipped with a loud
 reason, except under ``CI=true``, where that is a failure. The trio-asyncio loop comes from an
 async fixture (pytest-trio rejects ``trio_run = trio_asyncio``, DEPS-FINDINGS.md
-section 4); no test here uses the autojump clock, since they all wait on real sockets
-or threads.
+section 4). The tests of stores, presence and peers wait on real sockets and threads; the
+autojump clock (pytest-trio's ``autojump_clock``) drives the timer-only ones.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@
 default, :class:`SqliteStore`) or ``postgresql:`` / ``postgres:``
 (:class:`~replyhq_trio.backends.postgres.PostgresStore`, asyncpg on the trio-asyncio
 loop). ``open_presence(redis_url)`` gives :class:`MemoryPresence` (one node) without a
-URL, :class:`~replyhq_trio.backends.redis_presence.RedisPresence` with one. This package
+URL, :class:`~replyhq_trio.backends.redis_presence.RedisPresence` with one; and
+``rate_limiter_for(presence)`` the rate limiter that goes with it. This package
 is the only code that imports asyncio, trio-asyncio, asyncpg or redis; the asyncio side
 is imported lazily, so a SQLite-only process never loads it.
 """
@@ -17,26 +18,30 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from ..ports import Presence, Store
-from .memory import MemoryPresence
+from ..ports import Presence, RateLimiter, Store
+from .memory import MemoryPresence, MemoryRateLimiter
 from .sqlite import SqliteStore, sqlite_path_from_url
 
 if TYPE_CHECKING:
     from ._bridge import AsyncioBridge, current_bridge, open_asyncio_bridge
     from .postgres import PostgresStore
+    from .redis_limiter import RedisRateLimiter
     from .redis_presence import RedisPresence, RedisPresenceConfig
 
 __all__ = [
     "AsyncioBridge",
     "MemoryPresence",
+    "MemoryRateLimiter",
     "PostgresStore",
     "RedisPresence",
     "RedisPresenceConfig",
+    "RedisRateLimiter",
     "SqliteStore",
     "current_bridge",
     "open_asyncio_bridge",
     "open_presence",
     "open_store",
+    "rate_limiter_for",
     "sqlite_path_from_url",
 ]
 
@@ -47,6 +52,7 @@ _LAZY = {
     "PostgresStore": ".postgres",
     "RedisPresence": ".redis_presence",
     "RedisPresenceConfig": ".redis_presence",
+    "RedisRateLimiter": ".redis_limiter",
 }
 
 _URL_HELP = "use sqlite:///PATH (relative), sqlite:////PATH (absolute) or postgresql://USER@HOST/DB"
@@ -184,3 +190,15 @@ async def open_presence(
         ) as presence,
     ):
         yield presence
+
+
+def rate_limiter_for(presence: Presence) -> RateLimiter:
+    """The rate limiter that goes with ``presence``: shared through the same Redis, or
+    this node's own in memory."""
+    if type(presence).__name__ == "RedisPresence":  # without importing the asyncio side
+        from .redis_limiter import RedisRateLimiter
+        from .redis_presence import RedisPresence
+
+        assert isinstance(presence, RedisPresence)
+        return RedisRateLimiter(presence)
+    return MemoryRateLimiter()

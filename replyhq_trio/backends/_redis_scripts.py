@@ -25,6 +25,10 @@ Keys (``P`` is the key prefix; CONTRACT.md "Presence and sessions" names the fir
     device 0 -> 1 (to recover the crossing when the caller's reply was lost).
 ``P nodes``
     set of node ids that may own connections.
+``P ratelimit:{limit}:{key}``
+    sorted set of event ids scored by their time (ms, Redis's clock), TTL one window:
+    one sliding window of a rate limit (``message`` and ``typing`` per
+    ``{app_id}:{device_id}``, ``connect`` per IP address).
 ``P presence:epoch``
     a random token written when missing: a new token means Redis lost our data (a
     restart without persistence, a flush).
@@ -49,6 +53,7 @@ __all__ = [
     "HEARTBEAT",
     "LEAVE",
     "OFFLINE_CLAIM",
+    "RATE_LIMIT",
     "REAP",
     "REFRESH",
     "SESSIONS",
@@ -277,5 +282,29 @@ LEAVE = Script(
 redis.call('DEL', KEYS[1])
 if redis.call('HLEN', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[1]) end
 return 1
+""",
+)
+
+
+#: One check of a sliding-window rate limit, on Redis's own clock (every node sees the
+#: same time). KEYS: the window's sorted set. ARGV: events admitted per window, window
+#: (ms), a unique event id, 1 to count the event or 0 to only look.
+#: Returns 0 when admitted (and counted), else the ms until an event would be (> 0).
+RATE_LIMIT = Script(
+    "rate_limit",
+    """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+    if ARGV[4] == '1' then
+        redis.call('ZADD', KEYS[1], now, ARGV[3])
+        redis.call('PEXPIRE', KEYS[1], window)
+    end
+    return 0
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return math.max(1, tonumber(oldest[2]) + window - now)
 """,
 )

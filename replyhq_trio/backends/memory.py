@@ -1,14 +1,19 @@
-"""Presence and sessions of a single node, in memory (no Redis configured)."""
+"""Presence, sessions and rate limits of a single node, in memory (no Redis
+configured)."""
 
 from __future__ import annotations
 
+import collections
 import secrets
 
 import trio
 
-from ..ports import PresenceChange, Report, Session
+from ..ports import Limit, PresenceChange, Report, Session
 
-__all__ = ["MemoryPresence", "new_node_id"]
+__all__ = ["MemoryPresence", "MemoryRateLimiter", "new_node_id"]
+
+#: Hits between two sweeps of the windows no event is left in, at least.
+_SWEEP_EVERY = 1024
 
 
 def new_node_id() -> str:
@@ -76,3 +81,61 @@ class MemoryPresence:
     ) -> None:
         task_status.started()
         await trio.sleep_forever()
+
+
+class MemoryRateLimiter:
+    """:class:`~replyhq_trio.ports.RateLimiter` of one node: a log of event times per key
+    (a sliding window), on Trio's clock.
+
+    Memory stays bounded by what is live: windows left empty are swept now and then,
+    after as many hits as there were windows at the last sweep (amortised O(1) per hit,
+    no task).
+    """
+
+    def __init__(self) -> None:
+        self._windows: dict[tuple[str, str], tuple[Limit, collections.deque[float]]] = {}
+        self._hits = 0
+        self._sweep_at = _SWEEP_EVERY
+
+    def __len__(self) -> int:
+        """Windows held (those with events in them, and some not swept yet)."""
+        return len(self._windows)
+
+    async def hit(self, limit: Limit, key: str) -> float:
+        await trio.lowlevel.checkpoint()
+        now = trio.current_time()
+        times = self._times(limit, key, now)
+        if len(times) >= limit.count:
+            return times[0] + limit.window - now
+        times.append(now)
+        self._hits += 1
+        if self._hits >= self._sweep_at:
+            self._sweep(now)
+        return 0.0
+
+    async def wait_time(self, limit: Limit, key: str) -> float:
+        await trio.lowlevel.checkpoint()
+        now = trio.current_time()
+        times = self._times(limit, key, now)
+        return times[0] + limit.window - now if len(times) >= limit.count else 0.0
+
+    def _times(self, limit: Limit, key: str, now: float) -> collections.deque[float]:
+        entry = self._windows.get((limit.name, key))
+        if entry is None or entry[0] != limit:  # new, or the limit was reconfigured
+            entry = self._windows[(limit.name, key)] = (limit, collections.deque())
+        times = entry[1]
+        oldest = now - limit.window
+        while times and times[0] <= oldest:
+            times.popleft()
+        return times
+
+    def _sweep(self, now: float) -> None:
+        self._hits = 0
+        stale = [
+            name
+            for name, (limit, times) in self._windows.items()
+            if not times or times[-1] <= now - limit.window
+        ]
+        for name in stale:
+            del self._windows[name]
+        self._sweep_at = max(_SWEEP_EVERY, len(self._windows))

@@ -411,6 +411,23 @@ class RedisPresence:
         """Whether calls currently go to Redis (False while it is away)."""
         return self._up
 
+    @property
+    def key_prefix(self) -> str:
+        """What every key of this node's starts with."""
+        return self._keys.prefix
+
+    async def run_script(self, script: lua.Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run a script on this presence's connections, for another backend that shares
+        them (the rate limiter), within the call timeout.
+
+        Raises:
+            PresenceUnavailable: Redis is away, or did not answer in time.
+        """
+        if not self._up:
+            await trio.lowlevel.checkpoint()
+            raise _Away(f"Redis at {self._where} is unreachable")
+        return await self._eval(script, keys, args)
+
     async def check(self) -> None:
         """Raise PresenceUnavailable while Redis is away (for ``/readyz``)."""
         await trio.lowlevel.checkpoint()

@@ -6,6 +6,9 @@ from ._contract import Contract as Contract
 from ._contract import Violation as Violation
 from ._errors import ChatError as ChatError
 from ._errors import Code as Code
+from ._limits import Limits as Limits
+from ._limits import RateLimits as RateLimits
+from ._limits import address_of as address_of
 from ._service import ChatService as ChatService
 from ._service import ChatSettings as ChatSettings
 from ._service import conversation_payload as conversation_payload
@@ -25,8 +28,11 @@ __all__ = [
     "ClientNamespace",
     "Code",
     "Contract",
+    "Limits",
+    "RateLimits",
     "Sessions",
     "Violation",
+    "address_of",
     "conversation_payload",
     "message_payload",
     "store_call",

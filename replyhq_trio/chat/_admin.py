@@ -22,7 +22,7 @@ from ..ports import Conversation, Sender, StoreError
 from ..sansio import DisconnectReason
 from ._client import iso_now
 from ._errors import ChatError, Code
-from ._service import ChatService, app_room, conversation_room, store_call
+from ._service import ChatService, app_room, conversation_room, socket_context, store_call
 from ._sessions import Sessions
 
 __all__ = ["AdminNamespace"]
@@ -71,17 +71,19 @@ class AdminNamespace:
     async def _authenticate(self, socket: Socket, auth: dict[str, Any] | None) -> None:
         store = self._chat.store
         auth = await self._chat.authenticate(
-            NAMESPACE, auth, lambda a: store.verify_admin_token(a["app_id"], a["admin_token"])
+            socket, auth, lambda a: store.verify_admin_token(a["app_id"], a["admin_token"])
         )
         socket.data["app_id"] = auth["app_id"]
         socket.data["admin_token"] = auth["admin_token"]
         socket.data["conversations"] = set()
 
     async def _connected(self, socket: Socket) -> None:
+        log.info("admin connected", extra=socket_context(socket))
         socket.join(app_room(socket.data["app_id"]))
         await socket.emit("connected", {"connection_id": socket.sid, "server_time": iso_now()})
 
     async def _disconnected(self, socket: Socket, reason: DisconnectReason) -> None:
+        log.info("admin disconnected", extra=socket_context(socket, reason=reason.value))
         await self._chat.stop_typing_of(NAMESPACE, socket)
 
     # --- the app and its conversations -----------------------------------------------

@@ -13,11 +13,12 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from ..hub import Namespace, Socket
+from ..hub import ConnectRefused, Namespace, Socket
 from ..ports import Conversation, MessageStatus, Sender, UnknownMessage
 from ..sansio import DisconnectReason
 from ._errors import ChatError, Code
-from ._service import ChatService, conversation_room, store_call
+from ._limits import address_of
+from ._service import ChatService, conversation_room, socket_context, store_call
 from ._sessions import Sessions
 
 __all__ = ["ClientNamespace", "iso_now"]
@@ -60,10 +61,20 @@ class ClientNamespace:
     # --- connecting -------------------------------------------------------------------
 
     async def _authenticate(self, socket: Socket, auth: dict[str, Any] | None) -> None:
-        store = self._chat.store
-        auth = await self._chat.authenticate(
-            NAMESPACE, auth, lambda a: store.verify_api_key(a["app_id"], a["api_key"])
+        chat = self._chat
+        store = chat.store
+        try:
+            # Every attempt counts, accepted or not: what guesses keys is refused too.
+            await chat.limits.connect(address_of(socket.handshake.remote_address))
+        except ChatError as error:
+            raise ConnectRefused(error.code.value, error.details()) from None
+        auth = await chat.authenticate(
+            socket, auth, lambda a: store.verify_api_key(a["app_id"], a["api_key"])
         )
+        try:
+            await chat.limits.connections(auth["app_id"], auth["device_id"])
+        except ChatError as error:
+            raise ConnectRefused(error.code.value) from None
         socket.data["app_id"] = auth["app_id"]
         socket.data["device_id"] = auth["device_id"]
         socket.data["conversation_id"] = None
@@ -72,6 +83,7 @@ class ClientNamespace:
         # Registered before anything else is said, so that a disconnect handler, which
         # may run as soon as this awaits, always finds the session to remove.
         await self._sessions.started(socket)
+        log.info("device connected", extra=socket_context(socket))
         await socket.emit("connected", {"connection_id": socket.sid, "server_time": iso_now()})
         try:
             latest = await store_call(
@@ -86,6 +98,7 @@ class ClientNamespace:
             await self._enter(socket, latest)
 
     async def _disconnected(self, socket: Socket, reason: DisconnectReason) -> None:
+        log.info("device disconnected", extra=socket_context(socket, reason=reason.value))
         await self._sessions.ended(socket, reason.value)
         await self._chat.stop_typing_of(NAMESPACE, socket)
 
@@ -134,6 +147,9 @@ class ClientNamespace:
         return conversation_id
 
     async def _typing_start(self, socket: Socket, payload: dict[str, Any]) -> None:
+        # Counted first: a flood must not cost a store lookup per event. typing:stop is
+        # never limited: refusing it would only leave an indicator on.
+        await self._chat.limits.typing(socket.data["app_id"], socket.data["device_id"])
         conversation_id = await self._typing_conversation(socket, payload["conversation_id"])
         await self._chat.start_typing(NAMESPACE, socket, conversation_id)
 
@@ -144,6 +160,7 @@ class ClientNamespace:
     # --- messages ------------------------------------------------------------------------
 
     async def _send(self, socket: Socket, payload: dict[str, Any]) -> dict[str, Any]:
+        await self._chat.limits.message(socket.data["app_id"], socket.data["device_id"])
         conversation_id = payload["conversation_id"]
         if socket.data.get("conversation_id") != conversation_id:
             await self._own_conversation(socket, conversation_id)

@@ -39,28 +39,41 @@ class ChatError(Exception):
     Attributes:
         code: The contract's code.
         field: The failing property, for INVALID_PAYLOAD.
+        retry_after_ms: When to retry, for RATE_LIMITED.
     """
 
-    def __init__(self, code: Code, message: str | None = None, *, field: str | None = None) -> None:
+    def __init__(
+        self,
+        code: Code,
+        message: str | None = None,
+        *,
+        field: str | None = None,
+        retry_after_ms: int | None = None,
+    ) -> None:
         self.code = code
         self.message = message or _MESSAGES.get(code, code.value.lower())
         self.field = field
+        self.retry_after_ms = retry_after_ms
         super().__init__(f"{code.value}: {self.message}")
 
-    def event(self) -> dict[str, str]:
-        """The ``error`` event payload."""
-        body = {"code": self.code.value, "message": self.message}
+    def details(self) -> dict[str, object]:
+        """``field`` and ``retry_after_ms``, each with the code it goes with only."""
+        extra: dict[str, object] = {}
         if self.field is not None and self.code is Code.INVALID_PAYLOAD:
-            body["field"] = self.field
-        return body
+            extra["field"] = self.field
+        if self.retry_after_ms is not None and self.code is Code.RATE_LIMITED:
+            extra["retry_after_ms"] = self.retry_after_ms
+        return extra
+
+    def event(self) -> dict[str, object]:
+        """The ``error`` event payload."""
+        return {"code": self.code.value, "message": self.message, **self.details()}
 
     def ack(self) -> dict[str, object]:
         """The failure ack."""
-        body: dict[str, object] = {
+        return {
             "success": False,
             "error": self.code.value,
             "message": self.message,
+            **self.details(),
         }
-        if self.field is not None and self.code is Code.INVALID_PAYLOAD:
-            body["field"] = self.field
-        return body

@@ -9,7 +9,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import attrs
 import trio
@@ -24,8 +24,10 @@ from ..ports import (
     StoreError,
     StoreUnavailable,
 )
+from ..sansio import DisconnectReason
 from ._contract import Contract, Violation
 from ._errors import ChatError, Code
+from ._limits import Limits, RateLimits
 from ._ordering import BroadcastOrder
 from ._stats import ChatStats
 from ._typing import TypingTracker
@@ -37,6 +39,7 @@ __all__ = [
     "conversation_payload",
     "conversation_room",
     "message_payload",
+    "socket_context",
     "store_call",
     "timestamp",
 ]
@@ -47,6 +50,25 @@ T = TypeVar("T")
 #: How many broadcast message ids a node remembers to tell replays from lost broadcasts.
 _ANNOUNCED_MAX = 10_000
 PayloadHandler = Callable[[Socket, Any], Awaitable[Any]]
+
+
+def _text(value: Any) -> str | None:
+    # What a client claimed, for a log line: only a short string is worth showing.
+    return value[:128] if isinstance(value, str) else None
+
+
+def socket_context(socket: Socket, **more: object) -> dict[str, object]:
+    """What a log line about ``socket`` carries (never its credentials)."""
+    data = socket.data
+    return {
+        "namespace": socket.namespace,
+        "connection_id": socket.connection_id,
+        "app_id": data.get("app_id"),
+        "device_id": data.get("device_id"),
+        "conversation_id": data.get("conversation_id"),
+        "transport": socket.handshake.transport.value,
+        **more,
+    }
 
 
 def conversation_room(conversation_id: str) -> str:
@@ -113,12 +135,14 @@ class ChatSettings:
         token_recheck_interval: Seconds between checks that the admin tokens of live
             ``/admin`` sockets are still valid: a revoked token's sockets are told
             ``AUTH_EXPIRED`` and disconnected within about this.
+        limits: The rate limits of devices.
     """
 
     typing_timeout: float = 5.0
     shutdown_window: tuple[float, float] = (5.0, 15.0)
     send_timeout: float = 15.0
     token_recheck_interval: float = 10.0
+    limits: RateLimits = attrs.field(factory=RateLimits)
 
 
 @attrs.frozen
@@ -136,7 +160,9 @@ class ChatService:
         hub: Where broadcasts go.
         store: Apps, conversations, messages.
         contract: The payload schemas.
-        stats: Where messages stored and delivery latencies are counted (metrics).
+        limits: The rate limits (sharing ``stats``).
+        stats: Where messages stored, delivery latencies and refusals over a limit are
+            counted (metrics).
     """
 
     def __init__(
@@ -146,10 +172,12 @@ class ChatService:
         store: Store,
         contract: Contract,
         settings: ChatSettings,
-        stats: ChatStats | None = None,
+        limits: Limits,
+        stats: ChatStats,
     ) -> None:
         self.hub = hub
-        self.stats = stats or ChatStats()
+        self.stats = stats
+        self.limits = limits
         self.store = store
         self.contract = contract
         self.settings = settings
@@ -164,24 +192,44 @@ class ChatService:
         return schema
 
     async def authenticate(
-        self, namespace: str, auth: Any, verify: Callable[[dict[str, Any]], Awaitable[bool]]
+        self,
+        socket: Socket,
+        auth: Any,
+        verify: Callable[[dict[str, Any]], Awaitable[bool]],
     ) -> dict[str, Any]:
-        """A namespace's handshake ``auth``, checked against its schema (else
+        """A socket's handshake ``auth``, checked against its namespace's schema (else
         ``MISSING_PARAMS``) and by ``verify`` (else ``INVALID_CREDENTIALS``, or
-        ``STORE_UNAVAILABLE``); raises ConnectRefused with the code."""
+        ``STORE_UNAVAILABLE``); raises ConnectRefused with the code (and logs it, never
+        the credentials)."""
         try:
-            self.contract.check(self.contract_handshake(namespace), auth)
+            self.contract.check(self.contract_handshake(socket.namespace), auth)
         except Violation:
-            raise ConnectRefused(Code.MISSING_PARAMS.value) from None
+            self._refused(socket, auth, Code.MISSING_PARAMS)
         try:
             valid = await store_call(verify(auth))
         except ChatError as error:
-            raise ConnectRefused(error.code.value) from None
+            self._refused(socket, auth, error.code)
         if not valid:
-            log.info("refused %s for app %s: invalid credentials", namespace, auth["app_id"])
-            raise ConnectRefused(Code.INVALID_CREDENTIALS.value)
+            self._refused(socket, auth, Code.INVALID_CREDENTIALS)
         checked: dict[str, Any] = auth
         return checked
+
+    @staticmethod
+    def _refused(socket: Socket, auth: Any, code: Code) -> NoReturn:
+        known = auth if isinstance(auth, dict) else {}
+        log.info(
+            "refused a connection: %s",
+            code.value,
+            extra={
+                "namespace": socket.namespace,
+                "connection_id": socket.connection_id,
+                "app_id": _text(known.get("app_id")),
+                "device_id": _text(known.get("device_id")),
+                "address": socket.handshake.remote_address,
+                "code": code.value,
+            },
+        )
+        raise ConnectRefused(code.value)
 
     def check(self, namespace: str, event: str, args: tuple[Any, ...]) -> Any:
         """The event's payload, checked against its schema (raises INVALID_PAYLOAD)."""
@@ -203,11 +251,20 @@ class ChatService:
         """An event handler that checks the payload and turns ChatError into the ack or an
         ``error`` event (whichever the client can receive)."""
 
+        limits = self.limits
+
         async def run(socket: Socket, args: tuple[Any, ...]) -> Any:
             try:
                 return await handle(socket, self.check(namespace, event, args))
             except ChatError as error:
-                raise EventRefused(error.ack(), "error", error.event()) from None
+                # A repeat offender is told, then disconnected.
+                last = error.code is Code.RATE_LIMITED and limits.strike(socket)
+                raise EventRefused(
+                    error.ack(),
+                    "error",
+                    error.event(),
+                    then_disconnect=DisconnectReason.LIMIT_EXCEEDED if last else None,
+                ) from None
 
         return run
 
@@ -264,6 +321,10 @@ class ChatService:
         stats = self.stats
         if created:
             stats.message_stored(sender)
+            log.debug(
+                "message stored",
+                extra={"app_id": app_id, "conversation_id": conversation_id, "code": sender.value},
+            )
         payload = message_payload(message)
         if message.id in self._announced:
             self._order.drop_ticket(conversation_id, ticket)

@@ -109,6 +109,16 @@ class Sessions:
             await self._presence_changed(change)
 
     async def _presence_changed(self, change: PresenceChange) -> None:
+        log.info(
+            "device %s",
+            "online" if change.is_online else "offline",
+            extra={
+                "app_id": change.app_id,
+                "device_id": change.device_id,
+                "is_online": change.is_online,
+                "active_connections": change.active_connections,
+            },
+        )
         await self.hub.emit(
             ADMIN,
             "presence:change",

@@ -6,7 +6,10 @@ import bisect
 
 from ..ports import Sender
 
-__all__ = ["DELIVERY_BUCKETS", "ChatStats"]
+__all__ = ["DELIVERY_BUCKETS", "LIMIT_NAMES", "ChatStats"]
+
+#: The rate limits, as the metrics label them (each listed from the start, at 0).
+LIMIT_NAMES = ("message", "typing", "connect", "connections")
 
 #: Upper bounds (seconds) of the delivery latency histogram: a local broadcast takes
 #: tens of microseconds, one through a backplane milliseconds.
@@ -37,18 +40,23 @@ class ChatStats:
             cumulative), plus one past the last bound.
         delivery_sum: Seconds, over every observation.
         delivery_count: Observations.
+        limited: Limit name -> events (or connections) refused over it.
     """
 
-    __slots__ = ("delivery_buckets", "delivery_count", "delivery_sum", "stored")
+    __slots__ = ("delivery_buckets", "delivery_count", "delivery_sum", "limited", "stored")
 
     def __init__(self) -> None:
         self.stored: dict[Sender, int] = dict.fromkeys(Sender, 0)
         self.delivery_buckets = [0] * (len(DELIVERY_BUCKETS) + 1)
         self.delivery_sum = 0.0
         self.delivery_count = 0
+        self.limited: dict[str, int] = dict.fromkeys(LIMIT_NAMES, 0)
 
     def message_stored(self, sender: Sender) -> None:
         self.stored[sender] += 1
+
+    def rate_limited(self, limit: str) -> None:
+        self.limited[limit] = self.limited.get(limit, 0) + 1
 
     def delivered(self, seconds: float) -> None:
         """One ``message:new`` broadcast written, ``seconds`` after the store answered."""

@@ -13,10 +13,12 @@ import binascii
 import contextlib
 import functools
 import logging
+import math
 import os
 import secrets
 from collections.abc import Awaitable, Callable, Iterator
 
+import attrs
 import orjson
 import trio
 
@@ -51,7 +53,14 @@ from ..transport import (
     json_response,
 )
 
-__all__ = ["EngineIOEndpoint", "SessionFactory", "SessionTable", "Takeover", "new_sid"]
+__all__ = [
+    "Admission",
+    "EngineIOEndpoint",
+    "SessionFactory",
+    "SessionTable",
+    "Takeover",
+    "new_sid",
+]
 
 log = logging.getLogger("replyhq_trio.engineio")
 
@@ -59,6 +68,8 @@ log = logging.getLogger("replyhq_trio.engineio")
 SessionFactory = Callable[[str, Transport, HandshakeInfo], EngineSession]
 #: What a connection becomes after a WebSocket handshake: awaited by its task.
 Takeover = Callable[[], Awaitable[None]]
+#: Told a new polling session's peer (``host:port``): seconds it must wait (0: admitted).
+Admission = Callable[[str], Awaitable[float]]
 
 
 def new_sid() -> str:
@@ -128,6 +139,8 @@ class EngineIOEndpoint:
             that opened them).
         cors: The origin policy.
         draining: Whether the server is shutting down (new sessions get 503).
+        admission: Told a polling handshake's peer (``host:port``), answers the seconds
+            it must wait (0 admits it; else 429 with ``Retry-After``).
     """
 
     def __init__(
@@ -139,8 +152,10 @@ class EngineIOEndpoint:
         sessions_nursery: trio.Nursery,
         cors: CorsPolicy,
         draining: Callable[[], bool],
+        admission: Admission | None = None,
     ) -> None:
         self._config = config
+        self._admission = admission
         self._table = table
         self._factory = factory
         self._nursery = sessions_nursery
@@ -220,6 +235,21 @@ class EngineIOEndpoint:
         if refusal is not None:
             await http.send(refusal)
             return
+        if self._admission is not None:
+            wait = await self._admission(request.remote)
+            if wait > 0:
+                retry_after = str(math.ceil(wait))
+                await http.send(
+                    attrs.evolve(
+                        _error(429, 3, "Too many connection attempts"),
+                        headers=(("Retry-After", retry_after), *cors),
+                    )
+                )
+                return
+            refusal = self._refuse_new()  # it may have filled up while this waited
+            if refusal is not None:
+                await http.send(refusal)
+                return
         session = self._factory(
             new_sid(), Transport.POLLING, self._info(request, Transport.POLLING)
         )

@@ -8,6 +8,7 @@ with the schemas of ``protocol/schemas/rest/``; errors are
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable
 from typing import Any
 
@@ -27,6 +28,8 @@ from ..ports import Conversation, InvalidCursor, Sender
 from ..transport import HttpConnection, Request, RequestTooLarge, Response, json_response
 
 __all__ = ["RestApi"]
+
+log = logging.getLogger("replyhq_trio.rest")
 
 _STATUS = {
     Code.INVALID_PAYLOAD: 400,
@@ -49,10 +52,12 @@ def _json(status: int, body: Any) -> Response:
 
 
 def error_response(error: ChatError) -> Response:
-    body: dict[str, Any] = {"code": error.code.value, "message": error.message}
-    if error.field is not None and error.code is Code.INVALID_PAYLOAD:
-        body["field"] = error.field
-    return _json(_STATUS.get(error.code, 400), {"error": body})
+    body = {"code": error.code.value, "message": error.message, **error.details()}
+    response = _json(_STATUS.get(error.code, 400), {"error": body})
+    if error.retry_after_ms is not None:
+        seconds = str(-(-error.retry_after_ms // 1000))  # rounded up: never too early
+        response = attrs.evolve(response, headers=(*response.headers, ("Retry-After", seconds)))
+    return response
 
 
 @attrs.frozen
@@ -109,6 +114,23 @@ class RestApi:
         return await self._list_messages(conversation, request)
 
     async def _caller(self, request: Request) -> Caller:
+        try:
+            return await self._authenticate(request)
+        except ChatError as error:
+            if error.code in (Code.MISSING_PARAMS, Code.INVALID_CREDENTIALS):
+                log.info(
+                    "refused a request: %s",
+                    error.code.value,
+                    extra={
+                        "app_id": (_header(request, "X-App-Id") or "")[:128] or None,
+                        "device_id": (_header(request, "X-Device-Id") or "")[:128] or None,
+                        "address": request.remote,
+                        "code": error.code.value,
+                    },
+                )
+            raise
+
+    async def _authenticate(self, request: Request) -> Caller:
         app_id = _header(request, "X-App-Id")
         authorization = _header(request, "Authorization") or ""
         store = self._chat.store
@@ -204,6 +226,8 @@ class RestApi:
         self, caller: Caller, conversation: Conversation, request: Request, http: HttpConnection
     ) -> Response:
         body = await self._body(request, http, "rest/message.create.request.schema.json")
+        if caller.device_id is not None:  # a device's messages count however they come
+            await self._chat.limits.message(caller.app_id, caller.device_id)
         payload, created = await self._chat.post_message(
             caller.app_id,
             conversation.id,

@@ -311,6 +311,8 @@ class SocketIOConnection:
         elif socket.connected:
             with contextlib.suppress(SocketGone):
                 await socket.emit(refused.event, refused.payload)
+        if refused.then_disconnect is not None:
+            socket.disconnect(refused.then_disconnect)  # after the answer, on the same wire
 
     def _reply(self, socket: Socket, event: Emit, result: Any) -> None:
         ack_id = event.ack_id

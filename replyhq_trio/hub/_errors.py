@@ -47,10 +47,20 @@ class EventRefused(Exception):
         ack: The ack value (the same rules as a handler's return value).
         event: The event to emit when no ack was asked for.
         payload: That event's payload.
+        then_disconnect: Disconnect the socket for this reason once the client has been
+            told (a repeat offender).
     """
 
-    def __init__(self, ack: Any, event: str, payload: Any) -> None:
+    def __init__(
+        self,
+        ack: Any,
+        event: str,
+        payload: Any,
+        *,
+        then_disconnect: DisconnectReason | None = None,
+    ) -> None:
         super().__init__(f"refused: {payload!r}")
         self.ack = ack
         self.event = event
         self.payload = payload
+        self.then_disconnect = then_disconnect

@@ -358,7 +358,12 @@ class EngineSession:
         self.send_frames(frames)
         if error.reply.close is None:
             return
-        log.info("session %s: protocol error: %s", self.sid, error)
+        log.info(
+            "session %s: protocol error: %s",
+            self.sid,
+            error,
+            extra={"connection_id": self.sid, "reason": error.reply.close.value},
+        )
         self._close_code = WebSocketCloseCode(error.reply.websocket_close_code)
         if self._websocket is not None:
             self._websocket.outlet.write(encode_close(self._close_code))
@@ -386,7 +391,12 @@ class EngineSession:
         closed = self.core.handle_timer(now)
         self._flush()
         if closed is not None:
-            log.info("session %s: %s", self.sid, closed.reason.value)
+            log.info(
+                "session %s: %s",
+                self.sid,
+                closed.reason.value,
+                extra={"connection_id": self.sid, "reason": closed.reason.value},
+            )
             if self._websocket is not None:
                 self._websocket.outlet.write(encode_close(WebSocketCloseCode.NORMAL))
             self._finish(closed.reason)

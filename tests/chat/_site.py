@@ -19,7 +19,7 @@ import trio
 
 from replyhq_trio.app import build_server
 from replyhq_trio.backends import open_presence, open_store
-from replyhq_trio.chat import ChatSettings, Contract
+from replyhq_trio.chat import ChatSettings, Contract, RateLimits
 from replyhq_trio.hub import Hub
 from replyhq_trio.ports import NewApp, Presence, Store
 from replyhq_trio.server import Server
@@ -32,6 +32,16 @@ from ..interop._peers import Notice, Peer
 PATH = "/v1/socket.io"
 #: Short enough for a test to wait for typing to stop by itself.
 TYPING_TIMEOUT = 0.5
+#: The tests of other features connect and send far more than a device would.
+UNLIMITED = RateLimits(messages=0, typing=0, connections=0, connects=0)
+
+
+def chat_settings(**settings: Any) -> ChatSettings:
+    """The chat settings of a test site: short typing timeout, no rate limits, unless
+    given."""
+    settings.setdefault("typing_timeout", TYPING_TIMEOUT)
+    settings.setdefault("limits", UNLIMITED)
+    return ChatSettings(**settings)
 
 
 @functools.cache
@@ -116,13 +126,13 @@ class Site:
 
 
 @asynccontextmanager
-async def _presence(redis_url: str | None) -> AsyncIterator[Presence]:
-    """In memory, or in Redis under a key prefix of this test's own (deleted after)."""
+async def _presence(redis_url: str | None, prefix: str | None) -> AsyncIterator[Presence]:
+    """In memory, or in Redis under ``prefix`` or one of this test's own (deleted after)."""
     if redis_url is None:
         async with open_presence(None) as memory:
             yield memory
         return
-    prefix = _redis.new_prefix()
+    prefix = prefix or _redis.new_prefix()
     try:
         async with open_presence(redis_url, key_prefix=prefix) as shared:
             yield shared
@@ -137,14 +147,16 @@ async def open_site(
     chat: ChatSettings | None = None,
     store_timeout: float = 5.0,
     redis_url: str | None = None,
+    key_prefix: str | None = None,
     **settings: Any,
 ) -> AsyncIterator[Site]:
     """Serve the chat application on a fresh, migrated store at ``db_url``, with presence
-    in memory or, given ``redis_url``, in Redis."""
+    in memory or, given ``redis_url``, in Redis (under ``key_prefix``: another node of the
+    same deployment; by default one of its own)."""
     settings.setdefault("grace_period", 0.5)
     async with (
         open_store(db_url, migrate=True, timeout=store_timeout) as store,
-        _presence(redis_url) as presence,
+        _presence(redis_url, key_prefix) as presence,
     ):
         app = await store.create_app("Test app")
         server = build_server(
@@ -153,7 +165,7 @@ async def open_site(
             hub=Hub(node_id=presence.node_id),
             presence=presence,
             redis_check=presence.check if redis_url else None,
-            chat_settings=chat or ChatSettings(typing_timeout=TYPING_TIMEOUT),
+            chat_settings=chat or chat_settings(),
         )
         async with trio.open_nursery() as nursery:
             port: int = await nursery.start(server.serve)

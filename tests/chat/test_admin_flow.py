@@ -10,14 +10,12 @@ from typing import Any
 import pytest
 import trio
 
-from replyhq_trio.chat import ChatSettings
-
 from .._waiting import wait_until
 from ..interop._peers import PEER_KINDS, TRANSPORT_MODES, Notice, Peer, open_peer
 from ._site import (
     PATH,
-    TYPING_TIMEOUT,
     Site,
+    chat_settings,
     conforms,
     connect_admin,
     connect_device,
@@ -32,7 +30,7 @@ pytestmark = [
 
 @pytest.fixture
 async def site(tmp_path: Path, presence_url: str | None) -> Any:
-    chat = ChatSettings(typing_timeout=TYPING_TIMEOUT, token_recheck_interval=0.2)
+    chat = chat_settings(token_recheck_interval=0.2)
     async with open_site(
         f"sqlite:///{tmp_path / 'replyhq.db'}", chat=chat, redis_url=presence_url
     ) as opened:

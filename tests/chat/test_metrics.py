@@ -23,7 +23,16 @@ pytestmark = pytest.mark.parametrize("kind", PEER_KINDS)
 #: Messages the test sends.
 N = 5
 #: Every label a metric may carry: none names a device, a conversation or a connection.
-BOUNDED_LABELS = {"namespace", "transport", "reason", "event", "sender", "dependency", "le"}
+BOUNDED_LABELS = {
+    "namespace",
+    "transport",
+    "reason",
+    "event",
+    "sender",
+    "dependency",
+    "limit",
+    "le",
+}
 INFO_LABELS = {"node_id", "version"}
 
 
@@ -117,6 +126,10 @@ async def test_metrics_match_what_the_clients_did(kind: str, site: Site) -> None
     assert _value(values, "replyhq_delivery_latency_seconds_count") == N
     assert _value(values, "replyhq_delivery_latency_seconds_bucket", le="+Inf") == N
     assert 0 < _value(values, "replyhq_delivery_latency_seconds_sum") < N * 5.0
+    assert _family(values, "replyhq_rate_limited_total") == {
+        frozenset({("limit", limit)}): 0
+        for limit in ("message", "typing", "connect", "connections")
+    }
     assert _value(values, "replyhq_acks_timed_out_total") == 0
     assert _value(values, "replyhq_slow_consumer_disconnects_total") == 0
 

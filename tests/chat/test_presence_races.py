@@ -10,17 +10,15 @@ import orjson
 import pytest
 import trio
 
-from replyhq_trio.chat import ChatSettings
-
 from .._raw import open_websocket
 from .._waiting import wait_for, wait_until
 from ..interop._peers import Peer, open_peer
-from ._site import TYPING_TIMEOUT, Site, connect_admin, open_site
+from ._site import Site, chat_settings, connect_admin, open_site
 
 
 @pytest.fixture
 async def site(tmp_path: Path, presence_url: str | None) -> Any:
-    chat = ChatSettings(typing_timeout=TYPING_TIMEOUT)
+    chat = chat_settings()
     async with open_site(
         f"sqlite:///{tmp_path / 'replyhq.db'}", chat=chat, redis_url=presence_url
     ) as opened:

@@ -42,6 +42,8 @@ def test_flags_win_over_variables_which_win_over_defaults() -> None:
         (("--redis-url", "localhost:6379"), {}, "redis-url: expected redis://"),
         ((), {"REPLYHQ_REDIS_REQUIRED": "maybe"}, "redis-required: expected true or false"),
         (("--node-id", "node one"), {}, "node-id: 1 to 64 letters"),
+        (("--limit-messages", "-1"), {}, "limit-messages: must not be negative"),
+        ((), {"REPLYHQ_LIMIT_IP_CONNECTS": "lots"}, "limit-ip-connects: expected a number"),
     ],
 )
 def test_bad_values_are_one_line_errors(
@@ -50,6 +52,17 @@ def test_bad_values_are_one_line_errors(
     with pytest.raises(ValueError, match="^" + complaint) as raised:
         settings_from(_parse(*flags), env)
     assert "\n" not in str(raised.value)
+
+
+def test_rate_limits_default_to_the_contracts_and_each_can_be_switched_off() -> None:
+    limits = settings_from(_parse(), {}).chat_settings().limits
+    assert (limits.messages, limits.typing, limits.connections, limits.connects) == (60, 10, 5, 10)
+    assert limits.strikes == 3
+    env = {"REPLYHQ_LIMIT_TYPING": "0", "REPLYHQ_LIMIT_MESSAGES": "5"}
+    flags = ("--limit-messages", "120", "--limit-ip-connects", "0", "--limit-strikes", "0")
+    limits = settings_from(_parse(*flags), env).chat_settings().limits
+    assert (limits.messages, limits.typing, limits.connects, limits.strikes) == (120, 0, 0, 0)
+    assert limits.connections == 5
 
 
 def test_redis_is_required_unless_said_optional() -> None:
