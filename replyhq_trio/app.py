@@ -20,6 +20,7 @@ import trio
 
 from .backends import open_presence, open_store, rate_limiter_for
 from .backends.memory import MemoryPresence
+from .backends.redis_backplane import RedisBackplane, RedisBackplaneConfig
 from .chat import (
     AdminNamespace,
     ChatService,
@@ -47,15 +48,26 @@ def build_server(
     settings: Settings,
     store: Store,
     *,
-    hub: Hub | None = None,
     presence: Presence | None = None,
-    redis_check: Callable[[], Awaitable[None]] | None = None,
+    backplane: RedisBackplane | None = None,
     chat_settings: ChatSettings | None = None,
 ) -> Server:
     """The server with the chat application on it (not yet serving). Without
-    ``presence``, sessions, presence and rate limits live in this process (a single
-    node); with a shared one, the rate limits are shared through it too."""
-    server = Server(settings.server_config(), hub=hub)
+    ``presence`` and ``backplane``, sessions, presence, rate limits and broadcasts live in
+    this process (a single node); with Redis ones, nodes share them (rate limits go
+    with presence), and ``/readyz`` checks Redis."""
+    presence = presence or MemoryPresence()
+    redis_check: Callable[[], Awaitable[None]] | None = None
+    if backplane is not None:
+        shared_presence, shared_backplane = presence, backplane
+
+        async def redis_check() -> None:
+            await shared_presence.check()
+            await shared_backplane.check()
+
+    server = Server(
+        settings.server_config(), hub=Hub(node_id=presence.node_id, backplane=backplane)
+    )
     chat_settings = chat_settings or settings.chat_settings()
     contract = Contract()
     # Counted by name: the contract's events; anything else a client sends is "other".
@@ -63,7 +75,6 @@ def build_server(
         received=contract.event_names("client_to_server"),
         sent=contract.event_names("server_to_client"),
     )
-    presence = presence or MemoryPresence(server.hub.node_id)
     stats = ChatStats()
     limits = Limits(rate_limiter_for(presence), presence, chat_settings.limits, stats)
     chat = ChatService(
@@ -91,7 +102,12 @@ def build_server(
     health = Health({"store": store.check, "redis": redis_check}, draining=lambda: server.draining)
     server.route("GET", "/healthz", while_draining=True)(health.healthz)
     server.route("GET", "/readyz", while_draining=True)(health.readyz)
-    metrics = Metrics(server.hub, chat.stats, dependencies=health.check_dependencies)
+    metrics = Metrics(
+        server.hub,
+        chat.stats,
+        dependencies=health.check_dependencies,
+        backplane=backplane.stats if backplane is not None else None,
+    )
     server.route("GET", "/metrics", while_draining=True)(metrics.handle)
     dashboard = Dashboard()
     server.route("GET", "/dashboard")(dashboard.redirect)
@@ -138,11 +154,10 @@ async def serve(
         if await store.count_apps() == 0:
             demo = await store.create_app("Demo")
             print_new_app(demo, title="An empty store: created a demo app. Its credentials:")
-        server = build_server(
-            settings,
-            store,
-            hub=Hub(node_id=presence.node_id),
-            presence=presence,
-            redis_check=presence.check if settings.redis_url else None,
-        )
+        backplane = None
+        if settings.redis_url:
+            backplane = RedisBackplane(
+                settings.redis_url, config=RedisBackplaneConfig(key=settings.channel_key)
+            )
+        server = build_server(settings, store, presence=presence, backplane=backplane)
         await serve_until_signalled(server, task_status=task_status)

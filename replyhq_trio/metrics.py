@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 from . import __version__
 from .chat import DELIVERY_BUCKETS, ChatStats
 from .hub import Hub
+from .ports import BackplaneStats
 from .sansio import DisconnectReason, Transport
 from .transport import HttpConnection, Request, Response
 
@@ -38,7 +39,8 @@ DependencyChecks = Callable[[], Awaitable[dict[str, str]]]
 
 
 class _Collector(Collector):
-    def __init__(self, hub: Hub, chat: ChatStats) -> None:
+    def __init__(self, hub: Hub, chat: ChatStats, backplane: BackplaneStats | None) -> None:
+        self._backplane = backplane
         self._hub = hub
         self._chat = chat
         #: The checks' answers of the scrape under way (set before collecting).
@@ -156,6 +158,21 @@ class _Collector(Collector):
                 up.add_metric([name], 1 if state == "ok" else 0)
         yield up
 
+        backplane = self._backplane
+        if backplane is not None:
+            for name, text in (
+                ("published", "Messages published to Redis for the other nodes."),
+                ("received", "Other nodes' broadcasts delivered to this node's sockets."),
+                ("dropped", "Messages for other nodes dropped while Redis was slow or away."),
+                ("malformed", "Messages from Redis not understood (ignored)."),
+                ("resubscribed", "Times this node stopped hearing itself and subscribed again."),
+                ("reconnects", "Times the subscription to Redis was set up again after a failure."),
+                ("subscriptions", "Times the subscription to Redis was set up."),
+            ):
+                yield CounterMetricFamily(
+                    f"replyhq_backplane_{name}", text, value=getattr(backplane, name)
+                )
+
         info = InfoMetricFamily("replyhq_node", "This node.")
         info.add_metric([], {"node_id": hub.node_id, "version": __version__})
         yield info
@@ -168,11 +185,19 @@ class Metrics:
         hub: Its sockets and counters.
         chat: The chat service's counters.
         dependencies: The health checks ``/readyz`` runs; each scrape runs them once.
+        backplane: The Redis backplane's counters (None: a single node).
     """
 
-    def __init__(self, hub: Hub, chat: ChatStats, *, dependencies: DependencyChecks) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        chat: ChatStats,
+        *,
+        dependencies: DependencyChecks,
+        backplane: BackplaneStats | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self._collector = _Collector(hub, chat)
+        self._collector = _Collector(hub, chat, backplane)
         self._dependencies = dependencies
         self.registry.register(self._collector)
         # CPU, memory and the start time (replyhq_process_start_time_seconds), from

@@ -1,4 +1,4 @@
-"""The seams between the chat application and its backends.
+"""The seams between the application and its backends.
 
 The chat layer depends on these protocols only; ``replyhq_trio/backends`` implements
 them: the :class:`Store` (SQLite embedded, PostgreSQL through asyncpg) and
@@ -11,13 +11,18 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 import trio
 
 __all__ = [
+    "ENVELOPE_VERSION",
     "App",
+    "Backplane",
+    "BackplaneStats",
+    "BackplaneUnavailable",
+    "Broadcast",
     "Conversation",
     "InvalidCursor",
     "Limit",
@@ -28,6 +33,8 @@ __all__ = [
     "PresenceChange",
     "PresenceUnavailable",
     "RateLimiter",
+    "Receiver",
+    "RoomChange",
     "Sender",
     "Session",
     "SessionEnded",
@@ -336,3 +343,143 @@ class RateLimiter(Protocol):
 
     async def wait_time(self, limit: Limit, key: str) -> float:
         """What :meth:`hit` would answer now, counting nothing."""
+
+
+# --- the backplane: what crosses between nodes ---------------------------------------------
+
+ENVELOPE_VERSION = 1
+
+
+def _check_version(_instance: object, _attribute: attrs.Attribute[Any], value: int) -> None:
+    if value != ENVELOPE_VERSION:
+        raise ValueError(f"unsupported broadcast envelope version {value}")
+
+
+@attrs.frozen(kw_only=True)
+class Broadcast:
+    """One event for the sockets of other nodes: a versioned, typed envelope.
+
+    Attributes:
+        origin: The node that published it (which does not deliver it twice).
+        rooms: The rooms it goes to; empty means every socket of the namespace.
+        exclude: Rooms whose sockets must not get it (a socket is in the room named
+            by its id, so this also excludes single sockets).
+    """
+
+    version: int = attrs.field(default=ENVELOPE_VERSION, validator=_check_version)
+    origin: str
+    namespace: str
+    event: str
+    args: tuple[Any, ...] = ()
+    rooms: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class RoomChange:
+    """What another node (or an emitter) asks of the sockets in some rooms: join rooms,
+    leave rooms, or be disconnected.
+
+    Attributes:
+        rooms: Whose sockets: the members of these rooms (every socket when empty).
+        exclude: Except the members of these.
+        join: Rooms the selected sockets join.
+        leave: Rooms they leave.
+        disconnect: Disconnect them from the namespace (``close``: the whole connection).
+    """
+
+    namespace: str
+    rooms: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    join: tuple[str, ...] = ()
+    leave: tuple[str, ...] = ()
+    disconnect: bool = False
+    close: bool = False
+
+
+class Receiver(Protocol):
+    """The hub as a backplane sees it: where other nodes' broadcasts and requests land."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def namespaces(self) -> list[str]: ...
+
+    def receive(self, broadcast: Broadcast) -> None:
+        """Write another node's broadcast to this node's sockets; never waits."""
+
+    def room_names(self, namespace: str) -> list[str]:
+        """Every room with a socket of this node in it (socket ids included)."""
+
+    def has_room(self, namespace: str, room: str) -> bool:
+        """Whether a socket of this node is in ``room``."""
+
+    def socket_summaries(
+        self, namespace: str, rooms: tuple[str, ...], exclude: tuple[str, ...]
+    ) -> list[dict[str, Any]]:
+        """The selected sockets of this node: ``{id, handshake, rooms}`` each, JSON-ready."""
+
+    def change_rooms(self, change: RoomChange) -> None:
+        """Apply another node's :class:`RoomChange` to this node's sockets."""
+
+    async def ask(
+        self,
+        broadcast: Broadcast,
+        *,
+        timeout: float,
+        counted: Callable[[int], None],
+        answered: Callable[[Any], None],
+    ) -> None:
+        """Send another node's broadcast to this node's selected sockets asking each for
+        an ack: ``counted`` is told how many first (0 too), then ``answered`` each ack's
+        first argument; returns when all answered or ``timeout`` passed."""
+
+
+class Backplane(Protocol):
+    """How broadcasts reach the other nodes: nowhere (one node), or through Redis."""
+
+    async def run(self, receiver: Receiver, *, task_status: trio.TaskStatus[None]) -> None:
+        """Receive other nodes' broadcasts and requests until cancelled; ready once
+        subscribed (or, when the broker is away, once it is being retried)."""
+
+    async def publish(self, broadcast: Broadcast) -> None:
+        """Send a broadcast to the other nodes; never waits for them, nor for long."""
+
+    async def ask(
+        self, broadcast: Broadcast, *, timeout: float, answered: Callable[[Any], None]
+    ) -> bool:
+        """Send a broadcast asking every recipient socket on the other nodes for an ack;
+        ``answered`` is told each ack's first argument. Whether every other node
+        answered for all its sockets within ``timeout`` (False: some did not)."""
+
+    async def check(self) -> None:
+        """Raise :class:`BackplaneUnavailable` while other nodes cannot be reached."""
+
+
+class BackplaneUnavailable(Exception):
+    """The backplane's broker cannot be reached, or this node stopped hearing itself
+    through it: broadcasts reach this node's sockets only."""
+
+
+@attrs.define
+class BackplaneStats:
+    """What a backplane counts, for metrics.
+
+    Attributes:
+        published: Broadcasts (and requests, answers, probes) handed to the broker.
+        received: Other nodes' broadcasts delivered here.
+        dropped: Messages for other nodes dropped while the broker was slow or away.
+        malformed: Messages from the broker that were not understood (and ignored).
+        resubscribed: Times this node found itself deaf and subscribed again.
+        reconnects: Times the subscription had to be set up again after a failure.
+        subscriptions: Times the subscription was set up (the first time included).
+    """
+
+    subscriptions: int = 0
+    published: int = 0
+    received: int = 0
+    dropped: int = 0
+    malformed: int = 0
+    resubscribed: int = 0
+    reconnects: int = 0

@@ -28,6 +28,7 @@ class Settings:
     redis_url: str | None = None
     redis_required: bool = True
     redis_key_prefix: str = ""
+    redis_channel_key: str | None = None
     node_id: str | None = None
     ping_interval: float = 25.0
     ping_timeout: float = 60.0
@@ -41,6 +42,13 @@ class Settings:
     limit_device_connections: int = 5
     limit_ip_connects: int = 10
     limit_strikes: int = 3
+
+    @property
+    def channel_key(self) -> str:
+        """The broadcast channels' key (the Socket.IO Redis adapter's ``key``)."""
+        if self.redis_channel_key is not None:
+            return self.redis_channel_key
+        return f"{self.redis_key_prefix}socket.io"
 
     def server_config(self) -> ServerConfig:
         return ServerConfig(
@@ -87,6 +95,13 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
         "redis_key_prefix",
         str,
         "put before every Redis key, for deployments that share one Redis (default none)",
+    ),
+    (
+        "--redis-channel-key",
+        "redis_channel_key",
+        str,
+        "the broadcast channels' key, as the Socket.IO Redis adapter's 'key' option of "
+        "every node sharing them (default: the key prefix followed by socket.io)",
     ),
     (
         "--node-id",

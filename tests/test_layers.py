@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "transport": {"sansio", "config"},
     "session": {"sansio", "config", "transport"},
     "http": {"sansio", "config", "transport", "session"},
-    "hub": {"sansio", "config", "session"},
+    "hub": {"sansio", "config", "session", "ports"},
     "client": {"sansio"},
     "config": {"sansio"},
     "ports": set(),

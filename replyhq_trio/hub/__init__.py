@@ -1,7 +1,7 @@
 """Socket.IO for the whole process: namespaces, sockets, rooms, broadcasts, other nodes."""
 
-from ._backplane import Backplane as Backplane
-from ._backplane import Broadcast as Broadcast
+from ..ports import Backplane as Backplane
+from ..ports import Broadcast as Broadcast
 from ._backplane import InMemoryBus as InMemoryBus
 from ._backplane import LocalBackplane as LocalBackplane
 from ._connection import SocketIOConnection as SocketIOConnection
@@ -9,6 +9,7 @@ from ._errors import AckTimeout as AckTimeout
 from ._errors import ConnectRefused as ConnectRefused
 from ._errors import EventRefused as EventRefused
 from ._errors import SocketGone as SocketGone
+from ._hub import Acks as Acks
 from ._hub import Hub as Hub
 from ._namespace import AnyEventHandler as AnyEventHandler
 from ._namespace import ConnectedHandler as ConnectedHandler
@@ -24,6 +25,7 @@ from ._stats import HubStats as HubStats
 __all__ = [
     "OTHER_EVENT",
     "AckTimeout",
+    "Acks",
     "AnyEventHandler",
     "Backplane",
     "Broadcast",

@@ -1,96 +1,94 @@
-"""The seam between nodes: broadcasts published by one hub reach the others.
-
-A single node uses :class:`LocalBackplane`, which publishes nowhere. Tests of
-cross-node behaviour use :class:`InMemoryBus`, several hubs in one process; the
-Redis backplane implements the same protocol.
+"""The backplanes that need no broker: a single node's, and an in-process bus for tests
+of several hubs. The seam itself (:class:`~replyhq_trio.ports.Backplane`,
+:class:`~replyhq_trio.ports.Broadcast`) is in :mod:`replyhq_trio.ports`; the Redis one
+in :mod:`replyhq_trio.backends.redis_backplane`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 
-import attrs
 import trio
 
-__all__ = ["Backplane", "Broadcast", "InMemoryBus", "LocalBackplane"]
+from ..ports import Backplane, Broadcast, Receiver
 
-ENVELOPE_VERSION = 1
-
-
-def _check_version(_instance: object, _attribute: attrs.Attribute[Any], value: int) -> None:
-    if value != ENVELOPE_VERSION:
-        raise ValueError(f"unsupported broadcast envelope version {value}")
-
-
-@attrs.frozen(kw_only=True)
-class Broadcast:
-    """One event for the sockets of other nodes: a versioned, typed envelope.
-
-    Attributes:
-        origin: The node that published it (which does not deliver it twice).
-        rooms: The rooms it goes to; empty means every socket of the namespace.
-        exclude: Rooms whose sockets must not get it (a socket is in the room named
-            by its id, so this also excludes single sockets).
-    """
-
-    version: int = attrs.field(default=ENVELOPE_VERSION, validator=_check_version)
-    origin: str
-    namespace: str
-    event: str
-    args: tuple[Any, ...] = ()
-    rooms: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-
-
-#: Called with every broadcast of another node; delivers it to local sockets.
-Deliver = Callable[[Broadcast], None]
-
-
-class Backplane(Protocol):
-    async def run(self, deliver: Deliver, *, task_status: trio.TaskStatus[None]) -> None:
-        """Receive other nodes' broadcasts until cancelled; ready once subscribed."""
-
-    async def publish(self, broadcast: Broadcast) -> None:
-        """Send a broadcast to the other nodes."""
+__all__ = ["InMemoryBus", "LocalBackplane"]
 
 
 class LocalBackplane:
-    """A single node: nothing to receive, nowhere to publish."""
+    """A single node: nothing to receive, nowhere to publish, nobody else to ask."""
 
-    async def run(self, deliver: Deliver, *, task_status: trio.TaskStatus[None]) -> NoReturn:
+    async def run(self, receiver: Receiver, *, task_status: trio.TaskStatus[None]) -> NoReturn:
         task_status.started()
         await trio.sleep_forever()
 
     async def publish(self, broadcast: Broadcast) -> None:
         pass
 
+    async def ask(
+        self, broadcast: Broadcast, *, timeout: float, answered: Callable[[Any], None]
+    ) -> bool:
+        await trio.lowlevel.checkpoint()
+        return True
+
+    async def check(self) -> None:
+        await trio.lowlevel.checkpoint()
+
 
 class InMemoryBus:
     """Several hubs of one process, connected as if through a shared broker."""
 
     def __init__(self) -> None:
-        self._subscribers: list[Deliver] = []
+        self._members: list[Receiver] = []
 
     def backplane(self) -> Backplane:
         return _BusMember(self)
-
-    def _publish(self, broadcast: Broadcast) -> None:
-        for deliver in list(self._subscribers):
-            deliver(broadcast)
 
 
 class _BusMember:
     def __init__(self, bus: InMemoryBus) -> None:
         self._bus = bus
+        self._me: Receiver | None = None
 
-    async def run(self, deliver: Deliver, *, task_status: trio.TaskStatus[None]) -> NoReturn:
-        self._bus._subscribers.append(deliver)
+    def _others(self) -> list[Receiver]:
+        return [member for member in self._bus._members if member is not self._me]
+
+    async def run(self, receiver: Receiver, *, task_status: trio.TaskStatus[None]) -> NoReturn:
+        self._me = receiver
+        self._bus._members.append(receiver)
         try:
             task_status.started()
             await trio.sleep_forever()
         finally:
-            self._bus._subscribers.remove(deliver)
+            self._bus._members.remove(receiver)
 
     async def publish(self, broadcast: Broadcast) -> None:
-        self._bus._publish(broadcast)
+        for member in self._others():
+            member.receive(broadcast)
+
+    async def ask(
+        self, broadcast: Broadcast, *, timeout: float, answered: Callable[[Any], None]
+    ) -> bool:
+        expected: list[int] = []
+        acks = 0
+
+        def counted(count: int) -> None:
+            expected.append(count)
+
+        def one(value: Any) -> None:
+            nonlocal acks
+            acks += 1
+            answered(value)
+
+        others = self._others()
+        async with trio.open_nursery() as nursery:
+            for member in others:
+                nursery.start_soon(
+                    lambda m: m.ask(broadcast, timeout=timeout, counted=counted, answered=one),
+                    member,
+                )
+        return len(expected) == len(others) and acks == sum(expected)
+
+    async def check(self) -> None:
+        await trio.lowlevel.checkpoint()

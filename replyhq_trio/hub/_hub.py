@@ -8,23 +8,45 @@ other nodes through the backplane.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import attrs
 import trio
 
+from ..ports import Backplane, Broadcast, RoomChange
 from ..sansio import DisconnectReason, prepare_emit
-from ._backplane import Backplane, Broadcast, LocalBackplane
+from ._backplane import LocalBackplane
+from ._errors import AckTimeout, SocketGone
 from ._namespace import Namespace
 from ._registry import RoomRegistry
 from ._socket import Socket
 from ._stats import HubStats
 
-__all__ = ["Hub"]
+__all__ = ["Acks", "Hub"]
 
 log = logging.getLogger("replyhq_trio.hub")
+
+#: Handshake headers never told to other nodes (credentials).
+_PRIVATE_HEADERS = frozenset({"authorization", "cookie", "x-api-key", "proxy-authorization"})
+
+
+@attrs.frozen
+class Acks:
+    """The answers to a broadcast that asked every recipient for an ack.
+
+    Attributes:
+        answers: Each ack's first argument (None for an ack without one), in arrival
+            order, from every node.
+        complete: Whether every recipient answered in time (False: some did not, or a
+            node did not say how many recipients it had).
+    """
+
+    answers: list[Any]
+    complete: bool
 
 
 class Hub:
@@ -157,12 +179,138 @@ class Hub:
             self.stats.events_sent(event, count)
         return count
 
-    def _deliver_remote(self, broadcast: Broadcast) -> None:
+    def _targets(
+        self, namespace: str, rooms: tuple[str, ...], exclude: tuple[str, ...]
+    ) -> list[Socket]:
+        registry = self._rooms.get(namespace)
+        if registry is None:
+            return []
+        if rooms:
+            return list(registry.select(rooms, exclude))
+        if exclude:
+            return list(set(registry.all_members()) - registry.select(exclude))
+        return list(registry.all_members())
+
+    async def emit_with_acks(
+        self,
+        namespace: str,
+        event: str,
+        *args: Any,
+        timeout: float,
+        to: str | Iterable[str] | None = None,
+        skip: Iterable[Socket | str] = (),
+    ) -> Acks:
+        """Send ``event(*args)`` to sockets of ``namespace`` on every node, asking each
+        for an ack; returns once all answered or ``timeout`` passed (see :class:`Acks`).
+        """
+        rooms = (to,) if isinstance(to, str) else tuple(to or ())
+        exclude = tuple(item.sid if isinstance(item, Socket) else item for item in skip)
+        broadcast = Broadcast(
+            origin=self.node_id,
+            namespace=namespace,
+            event=event,
+            args=args,
+            rooms=rooms,
+            exclude=exclude,
+        )
+        answers: list[Any] = []
+        local = [0, 0]  # recipients here, their answers
+        remote_complete = False
+
+        def counted(count: int) -> None:
+            local[0] = count
+
+        def answered(value: Any) -> None:
+            local[1] += 1
+            answers.append(value)
+
+        async def remote() -> None:
+            nonlocal remote_complete
+            remote_complete = await self.backplane.ask(
+                broadcast, timeout=timeout, answered=answers.append
+            )
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(remote)
+            await self.ask(broadcast, timeout=timeout, counted=counted, answered=answered)
+        return Acks(answers, complete=remote_complete and local[1] == local[0])
+
+    # --- what other nodes ask (the backplane's receiver) --------------------------------
+
+    def receive(self, broadcast: Broadcast) -> None:
+        """Another node's broadcast, written to this node's sockets."""
         if broadcast.origin == self.node_id:
             return
         self.deliver(
             broadcast.namespace, broadcast.event, broadcast.args, broadcast.rooms, broadcast.exclude
         )
+
+    def has_room(self, namespace: str, room: str) -> bool:
+        registry = self._rooms.get(namespace)
+        return registry is not None and bool(registry.members(room))
+
+    def room_names(self, namespace: str) -> list[str]:
+        registry = self._rooms.get(namespace)
+        return list(registry.room_sizes()) if registry is not None else []
+
+    def socket_summaries(
+        self, namespace: str, rooms: tuple[str, ...], exclude: tuple[str, ...]
+    ) -> list[dict[str, Any]]:
+        summaries = []
+        for socket in self._targets(namespace, rooms, exclude):
+            info = socket.handshake
+            headers = {
+                name: value
+                for name, value in info.headers.items()
+                if name.lower() not in _PRIVATE_HEADERS
+            }
+            summaries.append(
+                {
+                    "id": socket.sid,
+                    # the auth payload holds credentials: never told to other nodes
+                    "handshake": {
+                        "headers": headers,
+                        "address": info.remote_address,
+                        "query": dict(info.query),
+                        "auth": {},
+                    },
+                    "rooms": sorted(socket.rooms),
+                }
+            )
+        return summaries
+
+    def change_rooms(self, change: RoomChange) -> None:
+        for socket in self._targets(change.namespace, change.rooms, change.exclude):
+            for room in change.join:
+                socket.join(room)
+            for room in change.leave:
+                socket.leave(room)
+            if change.disconnect:
+                if change.close:
+                    socket.close_connection()
+                else:
+                    socket.disconnect()
+
+    async def ask(
+        self,
+        broadcast: Broadcast,
+        *,
+        timeout: float,
+        counted: Callable[[int], None],
+        answered: Callable[[Any], None],
+    ) -> None:
+        """Send a broadcast to this node's selected sockets, asking each for an ack."""
+        targets = self._targets(broadcast.namespace, broadcast.rooms, broadcast.exclude)
+        counted(len(targets))
+
+        async def one(socket: Socket) -> None:
+            with contextlib.suppress(AckTimeout, SocketGone):
+                args = await socket.emit_with_ack(broadcast.event, *broadcast.args, timeout=timeout)
+                answered(args[0] if args else None)
+
+        async with trio.open_nursery() as nursery:
+            for socket in targets:
+                nursery.start_soon(one, socket)
 
     # --- the hub's own tasks --------------------------------------------------------
 
@@ -173,4 +321,4 @@ class Hub:
             task_status.started()
 
     async def _run_backplane(self, *, task_status: trio.TaskStatus[None]) -> None:
-        await self.backplane.run(self._deliver_remote, task_status=task_status)
+        await self.backplane.run(self, task_status=task_status)

@@ -173,6 +173,11 @@ class Socket:
             session.send_event(Disconnect(namespace=self.namespace, reason=reason))
         self._connection.socket_left(self, reason)
 
+    def close_connection(self) -> None:
+        """Close the client's whole connection (every namespace of it), cleanly."""
+        if self.connected:
+            self._connection.session.close(DisconnectReason.SERVER_DISCONNECT)
+
     def send_prepared(self, prepared: PreparedEmit) -> None:
         """Write a broadcast encoded once (for the hub); never waits."""
         self._connection.session.send_prepared(prepared)

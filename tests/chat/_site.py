@@ -19,8 +19,8 @@ import trio
 
 from replyhq_trio.app import build_server
 from replyhq_trio.backends import open_presence, open_store
+from replyhq_trio.backends.redis_backplane import RedisBackplane, RedisBackplaneConfig
 from replyhq_trio.chat import ChatSettings, Contract, RateLimits
-from replyhq_trio.hub import Hub
 from replyhq_trio.ports import NewApp, Presence, Store
 from replyhq_trio.server import Server
 from replyhq_trio.settings import Settings
@@ -126,13 +126,12 @@ class Site:
 
 
 @asynccontextmanager
-async def _presence(redis_url: str | None, prefix: str | None) -> AsyncIterator[Presence]:
-    """In memory, or in Redis under ``prefix`` or one of this test's own (deleted after)."""
+async def _presence(redis_url: str | None, prefix: str) -> AsyncIterator[Presence]:
+    """In memory, or in Redis under ``prefix`` (deleted after)."""
     if redis_url is None:
         async with open_presence(None) as memory:
             yield memory
         return
-    prefix = prefix or _redis.new_prefix()
     try:
         async with open_presence(redis_url, key_prefix=prefix) as shared:
             yield shared
@@ -154,17 +153,22 @@ async def open_site(
     in memory or, given ``redis_url``, in Redis (under ``key_prefix``: another node of the
     same deployment; by default one of its own)."""
     settings.setdefault("grace_period", 0.5)
+    prefix = key_prefix or _redis.new_prefix()
     async with (
         open_store(db_url, migrate=True, timeout=store_timeout) as store,
-        _presence(redis_url, key_prefix) as presence,
+        _presence(redis_url, prefix) as presence,
     ):
         app = await store.create_app("Test app")
+        backplane = None
+        if redis_url is not None:
+            backplane = RedisBackplane(
+                redis_url, config=RedisBackplaneConfig(key=f"{prefix}socket.io")
+            )
         server = build_server(
             Settings(port=0, **settings),
             store,
-            hub=Hub(node_id=presence.node_id),
             presence=presence,
-            redis_check=presence.check if redis_url else None,
+            backplane=backplane,
             chat_settings=chat or chat_settings(),
         )
         async with trio.open_nursery() as nursery:
