@@ -30,7 +30,6 @@ from .chat import (
     Contract,
     Limits,
     Sessions,
-    address_of,
 )
 from .http_api import Dashboard, Health, RestApi
 from .hub import Hub
@@ -86,7 +85,9 @@ def build_server(
         stats=stats,
     )
     sessions = Sessions(hub=server.hub, presence=presence)
-    server.admit_with(lambda remote: limits.handshake_wait(address_of(remote)))
+    server.admit_with(
+        lambda remote, headers: limits.handshake_wait(chat.client_address(remote, headers))
+    )
     ClientNamespace(chat, sessions).register(server.namespace("/client"))
     admin = AdminNamespace(chat, sessions, recheck_interval=chat_settings.token_recheck_interval)
     admin.register(server.namespace("/admin"))

@@ -130,7 +130,8 @@ class Server:
 
     def admit_with(self, admission: Admission) -> Admission:
         """Ask ``admission`` before opening a long-polling session on the Socket.IO path:
-        it is given the peer (``host:port``) and answers the seconds it must wait, and
+        it is given the peer (``host:port``) and the request's headers, and answers the
+        seconds it must wait, and
         a wait above 0 is refused with 429 and ``Retry-After``. (A WebSocket opens
         without it: the application refuses its namespace CONNECT instead, which a
         WebSocket-only client reports better than a failed upgrade.)"""

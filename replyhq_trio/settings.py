@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -42,6 +43,7 @@ class Settings:
     limit_device_connections: int = 5
     limit_ip_connects: int = 10
     limit_strikes: int = 3
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def channel_key(self) -> str:
@@ -68,13 +70,14 @@ class Settings:
 
     def chat_settings(self) -> ChatSettings:
         return ChatSettings(
+            trusted_proxies=self.trusted_proxies,
             limits=RateLimits(
                 messages=self.limit_messages,
                 typing=self.limit_typing,
                 connections=self.limit_device_connections,
                 connects=self.limit_ip_connects,
                 strikes=self.limit_strikes,
-            )
+            ),
         )
 
 
@@ -126,6 +129,13 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ),
     ("--log-level", "log_level", str, "debug, info, warning or error (default info)"),
     ("--log-format", "log_format", str, "console or json (default console)"),
+    (
+        "--trusted-proxies",
+        "trusted_proxies",
+        str,
+        "comma-separated addresses or networks of the proxies in front of this server, whose "
+        "X-Forwarded-For gives the client's address (default none: never believed)",
+    ),
     (
         "--limit-messages",
         "limit_messages",
@@ -244,7 +254,7 @@ def _convert(name: str, value: Any) -> Any:
         if text in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"redis-required: expected true or false, got {value!r}")
-    if name == "cors_origins":
+    if name in ("cors_origins", "trusted_proxies"):
         text = value if isinstance(value, str) else ",".join(value)
         return tuple(origin.strip() for origin in text.split(",") if origin.strip())
     kind = kinds.get(name)
@@ -281,5 +291,12 @@ def _validate(settings: Settings) -> None:
         raise ValueError("redis-url: expected redis://HOST:PORT/DB, rediss://... or unix://PATH")
     if settings.node_id is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", settings.node_id):
         raise ValueError("node-id: 1 to 64 letters, digits, '_', '.' or '-'")
+    for proxy in settings.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"trusted-proxies: {proxy!r} is not an IP address or network"
+            ) from None
     if settings.log_format not in ("console", "json"):
         raise ValueError(f"log-format: {settings.log_format!r} is not console or json")

@@ -6,6 +6,7 @@ from ._contract import Contract as Contract
 from ._contract import Violation as Violation
 from ._errors import ChatError as ChatError
 from ._errors import Code as Code
+from ._limits import ClientAddress as ClientAddress
 from ._limits import Limits as Limits
 from ._limits import RateLimits as RateLimits
 from ._limits import address_of as address_of
@@ -25,6 +26,7 @@ __all__ = [
     "ChatService",
     "ChatSettings",
     "ChatStats",
+    "ClientAddress",
     "ClientNamespace",
     "Code",
     "Contract",

@@ -17,7 +17,6 @@ from ..hub import ConnectRefused, Namespace, Socket
 from ..ports import Conversation, MessageStatus, Sender, UnknownMessage
 from ..sansio import DisconnectReason
 from ._errors import ChatError, Code
-from ._limits import address_of
 from ._service import ChatService, conversation_room, socket_context, store_call
 from ._sessions import Sessions
 
@@ -65,7 +64,8 @@ class ClientNamespace:
         store = chat.store
         try:
             # Every attempt counts, accepted or not: what guesses keys is refused too.
-            await chat.limits.connect(address_of(socket.handshake.remote_address))
+            info = socket.handshake
+            await chat.limits.connect(chat.client_address(info.remote_address, info.headers))
         except ChatError as error:
             raise ConnectRefused(error.code.value, error.details()) from None
         auth = await chat.authenticate(

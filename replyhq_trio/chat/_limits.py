@@ -4,8 +4,10 @@ per device, ``/client`` CONNECT attempts per IP address; and what repeat offende
 from __future__ import annotations
 
 import collections
+import ipaddress
 import logging
 import math
+from collections.abc import Iterable, Mapping
 
 import attrs
 import trio
@@ -15,7 +17,7 @@ from ..ports import Limit, Presence, RateLimiter
 from ._errors import ChatError, Code
 from ._stats import ChatStats
 
-__all__ = ["Limits", "RateLimits", "address_of"]
+__all__ = ["ClientAddress", "Limits", "RateLimits", "address_of"]
 
 log = logging.getLogger("replyhq_trio.limits")
 
@@ -53,6 +55,36 @@ def address_of(remote: str) -> str:
     if not sep:
         return remote
     return host.strip("[]")
+
+
+class ClientAddress:
+    """A client's IP address: the peer's, or, when the peer is a trusted proxy, the last
+    address in ``X-Forwarded-For`` that is not one of the trusted proxies.
+
+    Args:
+        trusted: IP addresses or networks (``10.0.0.0/8``) of the proxies in front of the
+            server. Without any, ``X-Forwarded-For`` is never believed (anyone can send it).
+    """
+
+    def __init__(self, trusted: Iterable[str] = ()) -> None:
+        self._networks = [ipaddress.ip_network(item.strip(), strict=False) for item in trusted]
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._networks)
+
+    def __call__(self, remote: str, headers: Mapping[str, str]) -> str:
+        address = address_of(remote)
+        if not self._networks or not self._trusted(address):
+            return address
+        hops = [hop.strip() for hop in headers.get("x-forwarded-for", "").split(",")]
+        for hop in reversed([hop for hop in hops if hop]):
+            if not self._trusted(hop):
+                return hop[:64]
+        return address
 
 
 def _ms(seconds: float) -> int:

@@ -27,7 +27,7 @@ from ..ports import (
 from ..sansio import DisconnectReason
 from ._contract import Contract, Violation
 from ._errors import ChatError, Code
-from ._limits import Limits, RateLimits
+from ._limits import ClientAddress, Limits, RateLimits
 from ._ordering import BroadcastOrder
 from ._stats import ChatStats
 from ._typing import TypingTracker
@@ -136,6 +136,8 @@ class ChatSettings:
             ``/admin`` sockets are still valid: a revoked token's sockets are told
             ``AUTH_EXPIRED`` and disconnected within about this.
         limits: The rate limits of devices.
+        trusted_proxies: Addresses or networks of the proxies in front of the server,
+            whose ``X-Forwarded-For`` tells the client's address (limits, logs).
     """
 
     typing_timeout: float = 5.0
@@ -143,6 +145,7 @@ class ChatSettings:
     send_timeout: float = 15.0
     token_recheck_interval: float = 10.0
     limits: RateLimits = attrs.field(factory=RateLimits)
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -178,6 +181,7 @@ class ChatService:
         self.hub = hub
         self.stats = stats
         self.limits = limits
+        self.client_address = ClientAddress(settings.trusted_proxies)
         self.store = store
         self.contract = contract
         self.settings = settings
@@ -214,8 +218,7 @@ class ChatService:
         checked: dict[str, Any] = auth
         return checked
 
-    @staticmethod
-    def _refused(socket: Socket, auth: Any, code: Code) -> NoReturn:
+    def _refused(self, socket: Socket, auth: Any, code: Code) -> NoReturn:
         known = auth if isinstance(auth, dict) else {}
         log.info(
             "refused a connection: %s",
@@ -225,7 +228,9 @@ class ChatService:
                 "connection_id": socket.connection_id,
                 "app_id": _text(known.get("app_id")),
                 "device_id": _text(known.get("device_id")),
-                "address": socket.handshake.remote_address,
+                "address": self.client_address(
+                    socket.handshake.remote_address, socket.handshake.headers
+                ),
                 "code": code.value,
             },
         )

@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import secrets
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 
 import attrs
 import orjson
@@ -68,8 +68,9 @@ log = logging.getLogger("replyhq_trio.engineio")
 SessionFactory = Callable[[str, Transport, HandshakeInfo], EngineSession]
 #: What a connection becomes after a WebSocket handshake: awaited by its task.
 Takeover = Callable[[], Awaitable[None]]
-#: Told a new polling session's peer (``host:port``): seconds it must wait (0: admitted).
-Admission = Callable[[str], Awaitable[float]]
+#: Told a new polling session's peer (``host:port``) and request headers: seconds it must
+#: wait (0: admitted).
+Admission = Callable[[str, Mapping[str, str]], Awaitable[float]]
 
 
 def new_sid() -> str:
@@ -139,8 +140,8 @@ class EngineIOEndpoint:
             that opened them).
         cors: The origin policy.
         draining: Whether the server is shutting down (new sessions get 503).
-        admission: Told a polling handshake's peer (``host:port``), answers the seconds
-            it must wait (0 admits it; else 429 with ``Retry-After``).
+        admission: Told a polling handshake's peer (``host:port``) and headers, answers
+            the seconds it must wait (0 admits it; else 429 with ``Retry-After``).
     """
 
     def __init__(
@@ -236,7 +237,7 @@ class EngineIOEndpoint:
             await http.send(refusal)
             return
         if self._admission is not None:
-            wait = await self._admission(request.remote)
+            wait = await self._admission(request.remote, request.headers)
             if wait > 0:
                 retry_after = str(math.ceil(wait))
                 await http.send(

@@ -14,7 +14,7 @@ import orjson
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from replyhq_trio.chat import RateLimits
+from replyhq_trio.chat import ClientAddress, RateLimits
 
 from .. import _redis
 from .._raw import http
@@ -274,3 +274,16 @@ async def test_two_nodes_on_one_redis_hold_one_limit(db_url: str, redis_url: str
                     ack = await _send(peer, socket, conversation, f"m-{index}")
                     outcomes.append(ack["success"] or ack["error"])
                 assert outcomes == [True, True, True, True, "RATE_LIMITED", "RATE_LIMITED"]
+
+
+def test_the_client_address_is_the_peers_unless_a_trusted_proxy_forwards_it() -> None:
+    forwarded = {"x-forwarded-for": "203.0.113.7, 10.1.2.3"}
+    nobody = ClientAddress()
+    assert nobody("198.51.100.2:5000", forwarded) == "198.51.100.2"  # never believed
+    proxies = ClientAddress(["10.0.0.0/8", "127.0.0.1"])
+    assert proxies("127.0.0.1:5000", forwarded) == "203.0.113.7"  # the last untrusted hop
+    assert proxies("198.51.100.2:5000", forwarded) == "198.51.100.2"  # not via a proxy
+    assert proxies("127.0.0.1:5000", {}) == "127.0.0.1"
+    assert proxies("[::1]:5000", forwarded) == "::1"
+    spoofed = {"x-forwarded-for": "1.2.3.4, 203.0.113.9"}  # the client wrote the first
+    assert proxies("127.0.0.1:1", spoofed) == "203.0.113.9"

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import io
 import logging
+from pathlib import Path
 
+import attrs
 import orjson
 import pytest
 
@@ -110,3 +112,24 @@ def test_a_command_reads_only_its_own_variables() -> None:
         parser.parse_args([]), {"REPLYHQ_PORT": "abc", "REPLYHQ_DATABASE_URL": "sqlite:///x.db"}
     )
     assert (settings.database_url, settings.port) == ("sqlite:///x.db", 3000)
+
+
+def test_the_guides_list_every_setting() -> None:
+    # docs/deploy.md lists every variable, docs/operating.md every flag.
+    root = Path(__file__).resolve().parents[2]
+    deploy = (root / "docs" / "deploy.md").read_text()
+    operating = (root / "docs" / "operating.md").read_text()
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    flags = {
+        option
+        for action in parser._actions
+        for option in action.option_strings
+        if option.startswith("--") and option != "--help"
+    }
+    for flag in sorted(flags):
+        assert f"`{flag}`" in operating, f"docs/operating.md does not list {flag}"
+        assert f"`{flag}`" in deploy or flag.startswith("--redis-optional"), flag
+    for name in attrs.fields_dict(Settings):
+        variable = "REPLYHQ_" + name.upper()
+        assert f"`{variable}`" in deploy, f"docs/deploy.md does not list {variable}"
