@@ -20,12 +20,14 @@ import attrs
 import trio
 
 __all__ = [
+    "FAILURES",
     "Address",
     "Reply",
     "RespConnection",
     "RespError",
     "RespReader",
     "encode_command",
+    "first_failure",
     "parse_redis_url",
 ]
 
@@ -40,6 +42,18 @@ _MAX_LINE = 64 * 1024
 
 class RespError(Exception):
     """An error reply (``-ERR ...``), or a stream that is not RESP."""
+
+
+#: What a lost, refused or silent Redis connection raises.
+FAILURES = (OSError, RespError, trio.EndOfChannel, trio.BrokenResourceError, trio.TooSlowError)
+
+
+def first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first failure of a group (nurseries group what they raise), for a log line."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
 
 
 def _bulk(part: bytes | str | int | float) -> bytes:

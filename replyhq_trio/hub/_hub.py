@@ -137,20 +137,27 @@ class Hub:
 
         Never waits for a slow client: one over its backlog bound is disconnected.
         """
-        rooms = (to,) if isinstance(to, str) else tuple(to or ())
-        exclude = tuple(item.sid if isinstance(item, Socket) else item for item in skip)
-        delivered = self.deliver(namespace, event, args, rooms, exclude)
-        await self.backplane.publish(
-            Broadcast(
-                origin=self.node_id,
-                namespace=namespace,
-                event=event,
-                args=args,
-                rooms=rooms,
-                exclude=exclude,
-            )
-        )
+        broadcast = self._broadcast(namespace, event, args, to, skip)
+        delivered = self.deliver(namespace, event, args, broadcast.rooms, broadcast.exclude)
+        await self.backplane.publish(broadcast)
         return delivered
+
+    def _broadcast(
+        self,
+        namespace: str,
+        event: str,
+        args: tuple[Any, ...],
+        to: str | Iterable[str] | None,
+        skip: Iterable[Socket | str],
+    ) -> Broadcast:
+        return Broadcast(
+            origin=self.node_id,
+            namespace=namespace,
+            event=event,
+            args=args,
+            rooms=(to,) if isinstance(to, str) else tuple(to or ()),
+            exclude=tuple(item.sid if isinstance(item, Socket) else item for item in skip),
+        )
 
     def deliver(
         self,
@@ -203,16 +210,7 @@ class Hub:
         """Send ``event(*args)`` to sockets of ``namespace`` on every node, asking each
         for an ack; returns once all answered or ``timeout`` passed (see :class:`Acks`).
         """
-        rooms = (to,) if isinstance(to, str) else tuple(to or ())
-        exclude = tuple(item.sid if isinstance(item, Socket) else item for item in skip)
-        broadcast = Broadcast(
-            origin=self.node_id,
-            namespace=namespace,
-            event=event,
-            args=args,
-            rooms=rooms,
-            exclude=exclude,
-        )
+        broadcast = self._broadcast(namespace, event, args, to, skip)
         answers: list[Any] = []
         local = [0, 0]  # recipients here, their answers
         remote_complete = False

@@ -71,6 +71,24 @@ class Cluster:
     def admin_auth(self) -> dict[str, str]:
         return {"app_id": self.app["app_id"], "admin_token": self.app["admin_token"]}
 
+    async def new_conversation(self, node: Node, device_id: str) -> str:
+        """A new conversation of the device (REST on ``node``); its id."""
+        response = await http(
+            node.port,
+            "POST",
+            "/v1/conversations",
+            b"{}",
+            [
+                ("x-app-id", self.app["app_id"]),
+                ("x-device-id", device_id),
+                ("x-api-key", self.app["api_key"]),
+                ("content-type", "application/json"),
+            ],
+        )
+        assert response.status == 201, response.body
+        conversation_id: str = json.loads(response.body)["id"]
+        return conversation_id
+
     async def start(self, *extra: str, port: int | None = None) -> Node:
         """A new node of the deployment, serving once ready."""
         port = port or _free_port()

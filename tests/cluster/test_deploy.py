@@ -19,7 +19,7 @@ import trio
 from .._raw import http
 from .._waiting import wait_for
 from ..interop._peers import open_peer
-from ._nodes import PATH, Cluster, Node, open_cluster
+from ._nodes import PATH, Node, open_cluster
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "deploy.md"
 NGINX = "/usr/sbin/nginx"
@@ -86,24 +86,6 @@ async def _nginx(config: str, directory: Path) -> AsyncIterator[int]:
             await process.wait()
 
 
-async def _conversation(node: Node, cluster: Cluster, device_id: str) -> str:
-    response = await http(
-        node.port,
-        "POST",
-        "/v1/conversations",
-        b"{}",
-        [
-            ("x-app-id", cluster.app["app_id"]),
-            ("x-device-id", device_id),
-            ("x-api-key", cluster.app["api_key"]),
-            ("content-type", "application/json"),
-        ],
-    )
-    assert response.status == 201
-    conversation_id: str = orjson.loads(response.body)["id"]
-    return conversation_id
-
-
 async def test_the_guides_nginx_in_front_of_two_nodes(
     pg_url: str, redis_url: str, tmp_path: Path
 ) -> None:
@@ -119,7 +101,7 @@ async def test_the_guides_nginx_in_front_of_two_nodes(
                 open_peer("js") as peer,
             ):
                 front = f"http://127.0.0.1:{port}"
-                conversation = await _conversation(nodes[0], cluster, "phone")
+                conversation = await cluster.new_conversation(nodes[0], "phone")
                 # An admin on each node, directly: one of them is on the other node than
                 # the device, whichever the balancer picked.
                 for index, node in enumerate(nodes):

@@ -67,24 +67,6 @@ async def _call(port: int, route: str, body: dict[str, Any] | None = None) -> An
     return orjson.loads(response.body)
 
 
-async def _new_conversation(node: Node, cluster: Cluster, device_id: str) -> str:
-    response = await http(
-        node.port,
-        "POST",
-        "/v1/conversations",
-        b"{}",
-        [
-            ("x-app-id", cluster.app["app_id"]),
-            ("x-device-id", device_id),
-            ("x-api-key", cluster.app["api_key"]),
-            ("content-type", "application/json"),
-        ],
-    )
-    assert response.status == 201
-    conversation_id: str = orjson.loads(response.body)["id"]
-    return conversation_id
-
-
 async def _event(peer: Peer, socket: str, name: str) -> Any:
     return await peer.next_event(socket, name, timeout=10)
 
@@ -102,7 +84,7 @@ async def test_our_node_and_a_node_js_node_share_broadcasts(
 
 
 async def _run(cluster: Cluster, ours: Node, theirs: int, peer: Peer) -> None:
-    conversation = await _new_conversation(ours, cluster, "phone")
+    conversation = await cluster.new_conversation(ours, "phone")
     room = f"conversation:{conversation}"
     result = await peer.connect(
         "phone", ours.url, "/client", cluster.auth("phone"), WEBSOCKET, path=PATH

@@ -7,10 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import orjson
 import trio
 
-from .._raw import http
 from ..interop._peers import Peer, open_peer
 from ._nodes import PATH, Cluster, Node, open_cluster
 
@@ -64,9 +62,7 @@ async def _run(cluster: Cluster, one: Node, two: Node, js: Peer, py: Peer) -> No
     # A conversation, its messages and typing, both ways across the nodes.
     (created,) = await js.emit_with_ack("phone", "conversation:join", {"conversation_id": "none"})
     assert created["success"] is False  # not one of its conversations
-    status, conversation = await _new_conversation(one, cluster, "phone")
-    assert status == 201
-    conversation_id = conversation["id"]
+    conversation_id = await cluster.new_conversation(one, "phone")
     (joined,) = await js.emit_with_ack(
         "phone", "conversation:join", {"conversation_id": conversation_id}
     )
@@ -109,21 +105,3 @@ async def _run(cluster: Cluster, one: Node, two: Node, js: Peer, py: Peer) -> No
     assert (offline["is_online"], offline["active_connections"]) == (False, 0)
     changes = [n for n in py.buffered("admin") if n.name == "presence:change"]
     assert not changes, "one crossing each way, no more"
-
-
-async def _new_conversation(
-    node: Node, cluster: Cluster, device_id: str
-) -> tuple[int, dict[str, Any]]:
-    response = await http(
-        node.port,
-        "POST",
-        "/v1/conversations",
-        b"{}",
-        [
-            ("x-app-id", cluster.app["app_id"]),
-            ("x-device-id", device_id),
-            ("x-api-key", cluster.app["api_key"]),
-            ("content-type", "application/json"),
-        ],
-    )
-    return response.status, orjson.loads(response.body)
