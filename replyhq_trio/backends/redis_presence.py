@@ -49,25 +49,31 @@ import asyncio
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
-from urllib.parse import urlsplit
 
 import attrs
-import orjson
 import trio
-from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from ..ports import PresenceChange, PresenceUnavailable, Report, Session, SessionEnded
 from . import _redis_scripts as lua
+from . import _redis_units as units
 from ._bridge import AsyncioBridge, current_bridge
 from ._common import one_line
+from ._presence_records import (
+    DeviceLocks,
+    Keys,
+    ms,
+    offline,
+    oldest_first,
+    online,
+    quads,
+    unpacked,
+)
 from .memory import new_node_id
 
 __all__ = ["RedisPresence", "RedisPresenceConfig"]
@@ -76,9 +82,6 @@ log = logging.getLogger("replyhq_trio.presence")
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
-
-#: One script call: the script, its KEYS, its ARGV.
-_Call = tuple[lua.Script, Sequence[str], Sequence[str | int]]
 
 _NODE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -136,188 +139,6 @@ class _Away(PresenceUnavailable):
     """Redis did not answer (or answered with an error): the node goes on alone."""
 
 
-@attrs.frozen
-class _Keys:
-    prefix: str
-
-    def conn(self, connection_id: str) -> str:
-        return f"{self.prefix}presence:conn:{connection_id}"
-
-    def device(self, app_id: str, device_id: str) -> str:
-        return f"{self.prefix}presence:device:{app_id}:{device_id}"
-
-    def session(self, connection_id: str) -> str:
-        return f"{self.prefix}session:{connection_id}"
-
-    def app(self, app_id: str) -> str:
-        return f"{self.prefix}sessions:app:{app_id}"
-
-    def node(self, node_id: str) -> str:
-        return f"{self.prefix}node:{node_id}"
-
-    def node_conns(self, node_id: str) -> str:
-        return f"{self.prefix}node:{node_id}:conns"
-
-    @property
-    def nodes(self) -> str:
-        return f"{self.prefix}nodes"
-
-    @property
-    def epoch(self) -> str:
-        return f"{self.prefix}presence:epoch"
-
-    def offline_claim(self, epoch: str, app_id: str, device_id: str) -> str:
-        return f"{self.prefix}presence:offline-claim:{epoch}:{app_id}:{device_id}"
-
-
-class _DeviceLocks:
-    """One lock per device with calls in progress on this node; dropped when unused."""
-
-    def __init__(self) -> None:
-        self._held: dict[tuple[str, str], tuple[trio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, app_id: str, device_id: str) -> AsyncIterator[None]:
-        key = (app_id, device_id)
-        lock, users = self._held.get(key, (None, 0))
-        if lock is None:
-            lock = trio.Lock()
-        self._held[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            users = self._held[key][1] - 1
-            if users:
-                self._held[key] = (lock, users)
-            else:
-                del self._held[key]
-
-
-# --- units of work: each is one asyncio coroutine, run once per call ---------------------
-
-
-async def _unit_open(url: str, max_connections: int, timeout: float) -> Redis:
-    # No retries inside redis-py: a failed call makes the node go "away" at once and
-    # ``run`` reconnects with its own backoff. No socket timeout either: every call is
-    # already bounded on the Trio side (fail_after), and an asyncio timer per read
-    # costs about a fifth of a call's CPU through the bridge. The pool is not the
-    # bound on concurrency (RedisPresence's slots are): it only must not refuse.
-    pool = ConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        decode_responses=True,
-    )
-    return Redis(connection_pool=pool)
-
-
-async def _unit_close(client: Redis) -> None:
-    await client.aclose(close_connection_pool=True)
-
-
-async def _unit_eval(
-    client: Redis, script: lua.Script, keys: Sequence[str], args: Sequence[Any]
-) -> Any:
-    try:
-        return await client.evalsha(script.sha, len(keys), *keys, *args)
-    except NoScriptError:  # Redis restarted since the script was loaded
-        await client.script_load(script.source)
-        return await client.evalsha(script.sha, len(keys), *keys, *args)
-
-
-async def _pipelined(client: Redis, calls: Sequence[_Call]) -> list[Any]:
-    # Plain EVALSHA in a pipeline without MULTI: redis-py's own script objects would add
-    # a SCRIPT EXISTS round trip to every pipeline.
-    pipe = client.pipeline(transaction=False)
-    for script, keys, args in calls:
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
-    return list(await pipe.execute(raise_on_error=False))
-
-
-async def _unit_eval_many(client: Redis, calls: Sequence[_Call]) -> list[Any]:
-    """Every call in one round trip; each reply (errors raised, after NOSCRIPT retries)."""
-    replies = await _pipelined(client, calls)
-    unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-    if unknown:  # those did not run: load their scripts and run them again
-        for script in {calls[i][0] for i in unknown}:
-            await client.script_load(script.source)
-        for i, reply in zip(
-            unknown, await _pipelined(client, [calls[i] for i in unknown]), strict=True
-        ):
-            replies[i] = reply
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
-    return replies
-
-
-async def _unit_drop_idle_connections(client: Redis) -> None:
-    # After an outage the pool's idle connections may be to the server that went away:
-    # redis-py notices a closed one only if the loop has already read its FIN.
-    await client.connection_pool.disconnect(inuse_connections=False)
-
-
-async def _unit_hkeys(client: Redis, key: str) -> list[str]:
-    return [str(field) for field in await client.hkeys(key)]
-
-
-async def _unit_scard(client: Redis, key: str) -> int:
-    return int(await client.scard(key))
-
-
-# --- helpers ------------------------------------------------------------------------------
-
-
-def _describe(url: str) -> str:
-    """Where a Redis URL points, without credentials: ``host:port/db`` or the socket."""
-    try:
-        parts = urlsplit(url)
-        if parts.scheme == "unix":
-            return parts.path or "?"
-        return f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or '/0'}"
-    except ValueError:
-        return "the configured server"
-
-
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
-
-
-def _quads(flat: Sequence[Any]) -> Iterator[tuple[str, str, int, int]]:
-    """The ``{id, packed, removed, size}`` groups of a removal script's reply."""
-    for i in range(0, len(flat) - 3, 4):
-        yield str(flat[i]), str(flat[i + 1]), int(flat[i + 2]), int(flat[i + 3])
-
-
-def _online(session: Session, size: int) -> PresenceChange:
-    return PresenceChange(
-        app_id=session.app_id, device_id=session.device_id, is_online=True, active_connections=size
-    )
-
-
-def _offline(app_id: str, device_id: str) -> PresenceChange:
-    return PresenceChange(app_id=app_id, device_id=device_id, is_online=False, active_connections=0)
-
-
-def _unpacked(connection_id: str, packed: str, node_id: str) -> Session:
-    """A session from its entry in a node's conns hash."""
-    app_id, device_id, connected_at, _ = orjson.loads(packed)
-    return Session(
-        connection_id=connection_id,
-        app_id=str(app_id),
-        device_id=str(device_id),
-        connected_at=datetime.fromisoformat(str(connected_at)),
-        node_id=node_id,
-    )
-
-
-def _oldest_first(sessions: list[Session]) -> list[Session]:
-    # timestamp(): a naive time (another node's, however unlikely) cannot break the sort
-    return sorted(sessions, key=lambda s: (s.connected_at.timestamp(), s.connection_id))
-
-
 #: What ``run`` reports.
 _Reported = SessionEnded | PresenceChange
 
@@ -357,9 +178,9 @@ class RedisPresence:
             # it is part of key names: a ':' could make two nodes' keys collide
             raise ValueError(f"a node id is 1-64 letters, digits, '_', '.' or '-': {node_id!r}")
         self._url = redis_url
-        self._where = _describe(redis_url)
+        self._where = units.describe(redis_url)
         self._node_id = node_id
-        self._keys = _Keys(key_prefix)
+        self._keys = Keys(key_prefix)
         self._config = config or RedisPresenceConfig()
         self._required = required
         self._bridge = bridge
@@ -367,7 +188,7 @@ class RedisPresence:
         # As many calls at once as the pool has connections: the call timeout starts
         # once a call has one, so that a burst queueing here is not taken for an outage.
         self._slots = trio.Semaphore(self._config.max_connections)
-        self._locks = _DeviceLocks()
+        self._locks = DeviceLocks()
 
         # This node's own record, which holds whether Redis answers or not.
         self._live: dict[str, Session] = {}  # connected, not yet disconnected
@@ -453,7 +274,7 @@ class RedisPresence:
         try:
             self._client = await self._bridge.run(
                 # + 1: aclose's last call takes no slot
-                _unit_open,
+                units.unit_open,
                 self._url,
                 config.max_connections + 1,
                 config.call_timeout,
@@ -497,7 +318,7 @@ class RedisPresence:
             with trio.move_on_after(min(timeout, self._config.call_timeout) if was_up else 0):
                 try:
                     await bridge.run(
-                        _unit_eval,
+                        units.unit_eval,
                         client,
                         lua.LEAVE,
                         [
@@ -515,7 +336,7 @@ class RedisPresence:
                         one_line(exc),
                     )
             self._client = None
-            await bridge.run_cleanup(timeout, _unit_close, client)
+            await bridge.run_cleanup(timeout, units.unit_close, client)
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -603,7 +424,7 @@ class RedisPresence:
             except _Away as exc:
                 self._went_away(exc)
             else:
-                return _oldest_first(
+                return oldest_first(
                     [
                         Session(
                             connection_id=str(reply[i]),
@@ -615,13 +436,13 @@ class RedisPresence:
                         for i in range(0, len(reply) - 3, 4)
                     ]
                 )
-        return _oldest_first([s for s in self._live.values() if s.app_id == app_id])
+        return oldest_first([s for s in self._live.values() if s.app_id == app_id])
 
     async def active_connections(self, app_id: str, device_id: str) -> int:
         """The device's live connections on every node; while Redis is away, on this one."""
         if self._up:
             try:
-                return await self._call(_unit_scard, self._keys.device(app_id, device_id))
+                return await self._call(units.unit_scard, self._keys.device(app_id, device_id))
             except _Away as exc:
                 self._went_away(exc)
         return sum(
@@ -641,8 +462,8 @@ class RedisPresence:
         if not ids:
             return 0
         config, keys = self._config, self._keys
-        head: list[str | int] = [keys.prefix, _ms(config.connection_ttl), _ms(config.session_ttl)]
-        calls: list[_Call] = [
+        head: list[str | int] = [keys.prefix, ms(config.connection_ttl), ms(config.session_ttl)]
+        calls: list[units.Call] = [
             (
                 lua.REFRESH,
                 [keys.epoch],
@@ -651,7 +472,7 @@ class RedisPresence:
             for i in range(0, len(ids), config.refresh_chunk)
         ]
         missing: list[str] = []
-        for epoch, gone in await self._call(_unit_eval_many, calls):
+        for epoch, gone in await self._call(units.unit_eval_many, calls):
             self._saw_epoch(str(epoch))
             missing.extend(str(connection_id) for connection_id in gone)
         # A connect under way may not have reached Redis yet: not missing.
@@ -717,9 +538,9 @@ class RedisPresence:
             self._slots.release()
 
     async def _eval(self, script: lua.Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        return await self._call(_unit_eval, script, keys, args)
+        return await self._call(units.unit_eval, script, keys, args)
 
-    async def _call_for(self, session: Session, call: _Call) -> Any | None:
+    async def _call_for(self, session: Session, call: units.Call) -> Any | None:
         """A connect or disconnect call; None when its answer did not come (then the
         connection is left for the keeper to settle, and the node is away unless it was
         a cancellation)."""
@@ -743,7 +564,7 @@ class RedisPresence:
                 self._nudge()
         return reply if answered else None
 
-    def _connect_call(self, session: Session) -> _Call:
+    def _connect_call(self, session: Session) -> units.Call:
         keys, config = self._keys, self._config
         return (
             lua.CONNECT,
@@ -763,14 +584,14 @@ class RedisPresence:
                 session.device_id,
                 session.connected_at.isoformat(),
                 self._node_id,
-                _ms(config.connection_ttl),
-                _ms(config.session_ttl),
+                ms(config.connection_ttl),
+                ms(config.session_ttl),
                 secrets.token_hex(8),
-                _ms(config.node_ttl),
+                ms(config.node_ttl),
             ],
         )
 
-    def _disconnect_call(self, session: Session) -> _Call:
+    def _disconnect_call(self, session: Session) -> units.Call:
         keys = self._keys
         return (
             lua.DISCONNECT,
@@ -792,10 +613,10 @@ class RedisPresence:
         uncertain = connection_id in self._uncertain
         self._uncertain.discard(connection_id)
         if added and size == 1:
-            return _online(session, size)
+            return online(session, size)
         if not added and owed and uncertain:
             # An earlier call of ours made the crossing but its answer was lost.
-            return _online(session, size)
+            return online(session, size)
         return None
 
     def _settle_disconnect(
@@ -810,7 +631,7 @@ class RedisPresence:
         if not removed:
             return None, True
         if size == 0:
-            return _offline(session.app_id, session.device_id), False
+            return offline(session.app_id, session.device_id), False
         return None, False
 
     def _saw_epoch(self, epoch: str) -> None:
@@ -859,7 +680,7 @@ class RedisPresence:
         reply = await self._eval(
             lua.HEARTBEAT,
             [keys.node(self._node_id), keys.nodes, keys.node_conns(self._node_id), keys.epoch],
-            [self._node_id, _ms(self._config.node_ttl), secrets.token_hex(8)],
+            [self._node_id, ms(self._config.node_ttl), secrets.token_hex(8)],
         )
         existed, registered = int(reply[0]), int(reply[1])
         if not existed and self._beaten:
@@ -937,7 +758,7 @@ class RedisPresence:
         self._reconciling = True
         try:
             if self._away_since is not None:
-                await self._call(_unit_drop_idle_connections)
+                await self._call(units.unit_drop_idle_connections)
             await self._heartbeat()  # the probe, and the epoch
             self._resync = False
             self._dirty.update(self._live)
@@ -990,7 +811,7 @@ class RedisPresence:
     async def _sync(self, ids: list[str], report: Report) -> None:
         """Bring these connections' state in Redis to the record (registered while
         live, removed once ended) in one round trip; report the crossings this made."""
-        calls: list[_Call] = []
+        calls: list[units.Call] = []
         targets: list[tuple[Session, bool]] = []
         for connection_id in ids:
             live = self._live.get(connection_id)
@@ -1004,7 +825,7 @@ class RedisPresence:
         if not calls:
             return
         try:
-            replies = await self._call(_unit_eval_many, calls)
+            replies = await self._call(units.unit_eval_many, calls)
         except _Away:
             for session, live_ in targets:  # Redis may have run them
                 if live_:
@@ -1044,8 +865,8 @@ class RedisPresence:
 
     async def _claim_offline(self, devices: list[tuple[str, str]]) -> list[_Reported]:
         scope = self._lost_epoch or self._epoch or "-"
-        claim_ms = _ms(self._config.claim_ttl)
-        calls: list[_Call] = [
+        claim_ms = ms(self._config.claim_ttl)
+        calls: list[units.Call] = [
             (
                 lua.OFFLINE_CLAIM,
                 [
@@ -1056,9 +877,9 @@ class RedisPresence:
             )
             for app_id, device_id in devices
         ]
-        replies = await self._call(_unit_eval_many, calls)
+        replies = await self._call(units.unit_eval_many, calls)
         return [
-            _offline(app_id, device_id)
+            offline(app_id, device_id)
             for (app_id, device_id), claimed in zip(devices, replies, strict=True)
             if int(claimed)
         ]
@@ -1068,7 +889,7 @@ class RedisPresence:
         run's connections (reported as sessions ended), or one registered again by a
         late copy of a call after its session ended (only its crossing is reported)."""
         conns = self._keys.node_conns(self._node_id)
-        held = await self._call(_unit_hkeys, conns)
+        held = await self._call(units.unit_hkeys, conns)
         extras = [
             c
             for c in held
@@ -1079,11 +900,11 @@ class RedisPresence:
             reply = await self._eval(
                 lua.DROP_OWN, [conns], [self._keys.prefix, *extras[i : i + self._config.batch]]
             )
-            for connection_id, packed, removed, size in _quads(reply):
+            for connection_id, packed, removed, size in quads(reply):
                 self._registered.discard(connection_id)
-                session = _unpacked(connection_id, packed, self._node_id)
+                session = unpacked(connection_id, packed, self._node_id)
                 change = (
-                    _offline(session.app_id, session.device_id) if removed and not size else None
+                    offline(session.app_id, session.device_id) if removed and not size else None
                 )
                 if self._leftovers:
                     events.append(SessionEnded(session=session, reason="node_lost", change=change))
@@ -1112,10 +933,10 @@ class RedisPresence:
                     [keys.node(node), keys.node_conns(node), keys.nodes],
                     [keys.prefix, node, self._config.batch],
                 )
-                for connection_id, packed, was_there, size in _quads(reply[1:]):
-                    session = _unpacked(connection_id, packed, node)
+                for connection_id, packed, was_there, size in quads(reply[1:]):
+                    session = unpacked(connection_id, packed, node)
                     change = (
-                        _offline(session.app_id, session.device_id)
+                        offline(session.app_id, session.device_id)
                         if was_there and not size
                         else None
                     )
