@@ -48,6 +48,8 @@ class ServerConfig:
         close_timeout: Seconds given to a WebSocket close handshake.
         max_header_bytes: The largest HTTP request head.
         max_request_body: The largest HTTP body of a non-Engine.IO request.
+        trim_interval: Seconds between handing memory freed meanwhile back to the
+            system (glibc's ``malloc_trim``); 0 never does.
     """
 
     host: str = "127.0.0.1"
@@ -65,3 +67,4 @@ class ServerConfig:
     close_timeout: float = attrs.field(default=2.0, validator=_non_negative)
     max_header_bytes: int = 16 * 1024
     max_request_body: int = 1_000_000
+    trim_interval: float = attrs.field(default=10.0, validator=_non_negative)

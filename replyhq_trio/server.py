@@ -38,7 +38,7 @@ from .sansio import (
     WebSocketCloseCode,
 )
 from .session import EngineSession, HandshakeInfo
-from .transport import CorsPolicy, RouteHandler
+from .transport import CorsPolicy, RouteHandler, give_back_memory
 
 __all__ = ["EngineApp", "Server", "serve_until_signalled"]
 
@@ -201,6 +201,8 @@ class Server:
         """
         async with trio.open_nursery() as root:
             await root.start(self.hub.run)
+            if self.config.trim_interval:
+                root.start_soon(give_back_memory, self.config.trim_interval)
             for service in self._services:
                 await root.start(service)
             async with trio.open_nursery() as connections:

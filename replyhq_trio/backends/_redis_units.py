@@ -33,8 +33,13 @@ Call = tuple[lua.Script, Sequence[str], Sequence[str | int]]
 
 
 async def unit_open(url: str, max_connections: int, timeout: float) -> Redis:
-    # No retries inside redis-py: a failed call makes the node go "away" at once and
-    # ``run`` reconnects with its own backoff. No socket timeout either: every call is
+    # One retry inside redis-py, on a fresh connection: a pooled connection may be to a
+    # Redis that restarted since it was last used (redis-py notices a closed one only
+    # when the loop has read its FIN), and that must not count as an outage. A second
+    # failure makes the node go "away" at once and ``run`` reconnects with its own
+    # backoff (every scripted call is safe to repeat: the connect and disconnect
+    # scripts are idempotent, and a rate limit counted twice only errs toward
+    # refusing). No socket timeout either: every call is
     # already bounded on the Trio side (fail_after), and an asyncio timer per read
     # costs about a fifth of a call's CPU through the bridge. The pool is not the
     # bound on concurrency (RedisPresence's slots are): it only must not refuse.
@@ -42,7 +47,7 @@ async def unit_open(url: str, max_connections: int, timeout: float) -> Redis:
         url,
         max_connections=max_connections,
         socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
+        retry=Retry(NoBackoff(), 1),
         decode_responses=True,
     )
     return Redis(connection_pool=pool)

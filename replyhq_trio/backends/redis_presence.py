@@ -244,15 +244,20 @@ class RedisPresence:
         Raises:
             PresenceUnavailable: Redis is away, or did not answer in time.
         """
-        if not self._up:
+        if self._away:
             await trio.lowlevel.checkpoint()
             raise _Away(f"Redis at {self._where} is unreachable")
         return await self._eval(script, keys, args)
 
+    @property
+    def _away(self) -> bool:
+        # Re-registering after Redis restarted empty is not being away: Redis answers.
+        return not self._up and not self._reconciling
+
     async def check(self) -> None:
         """Raise PresenceUnavailable while Redis is away (for ``/readyz``)."""
         await trio.lowlevel.checkpoint()
-        if not self._up:
+        if self._away:
             raise PresenceUnavailable(f"Redis at {self._where} is unreachable")
 
     # --- lifecycle ----------------------------------------------------------------
@@ -755,11 +760,12 @@ class RedisPresence:
         crossings; then calls go to Redis again. Calls made meanwhile stay local (and
         are synced too), so that nothing this does races with them."""
         self._up = False
-        self._reconciling = True
         try:
-            if self._away_since is not None:
-                await self._call(units.unit_drop_idle_connections)
+            # Idle pooled connections may be to a Redis that restarted (an outage this
+            # node noticed, or one it learnt of from the epoch afterwards).
+            await self._call(units.unit_drop_idle_connections)
             await self._heartbeat()  # the probe, and the epoch
+            self._reconciling = True  # Redis answers: re-registering is not being away
             self._resync = False
             self._dirty.update(self._live)
             self._dirty.update(self._unconfirmed)

@@ -10,6 +10,7 @@ from ._http import RouteHandler as RouteHandler
 from ._http import error_response as error_response
 from ._http import json_response as json_response
 from ._http import text_response as text_response
+from ._memory import give_back_memory as give_back_memory
 from ._outlet import Outlet as Outlet
 from ._polling import PollingQueue as PollingQueue
 
@@ -24,6 +25,7 @@ __all__ = [
     "Response",
     "RouteHandler",
     "error_response",
+    "give_back_memory",
     "json_response",
     "text_response",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -20,7 +21,7 @@ from replyhq_trio.ports import Limit, RateLimiter
 
 from .. import _redis
 from .._waiting import wait_for, wait_until
-from ._presence import open_cluster
+from ._presence import FAST, new_session, open_cluster
 
 MINUTE = Limit("message", 3, 60.0)
 
@@ -183,3 +184,30 @@ async def test_without_redis_the_limiter_is_the_nodes_own() -> None:
     async with open_cluster(None) as cluster:
         limiter = rate_limiter_for((await cluster.add()).presence)
         assert isinstance(limiter, MemoryRateLimiter)
+
+
+async def test_a_quick_redis_restart_is_not_an_outage(
+    redis_server_binary: str, bridge: AsyncioBridge, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Pooled connections opened before a restart are to a server that is gone; the first
+    # use of each must not fail a call (nor take presence or the limits "away").
+    caplog.set_level(logging.WARNING, "replyhq_trio")
+    quiet = attrs.evolve(FAST, heartbeat_interval=2.5, node_ttl=3.0, reap_interval=5.0)
+    limit = Limit("message", 1000, 60.0)
+    async with _redis.private_redis() as server, open_cluster(server.url) as cluster:
+        node = await cluster.add(config=quiet)
+        limiter = rate_limiter_for(node.presence)
+        sessions = [new_session(node, f"d{index}") for index in range(16)]
+        async with trio.open_nursery() as nursery:  # sixteen pooled connections in use
+            for session in sessions:
+                nursery.start_soon(node.presence.connect, session)
+        await server.stop()
+        await server.start()
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                for index, session in enumerate(sessions):
+                    nursery.start_soon(limiter.hit, limit, f"k{index}")
+                    nursery.start_soon(node.presence.disconnect, session)
+            await wait_until(lambda: node.redis.connected, timeout=5)
+        assert not [r for r in caplog.records if "not enforced" in r.getMessage()]
+        assert not [r for r in caplog.records if "unavailable" in r.getMessage()]

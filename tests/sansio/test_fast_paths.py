@@ -36,6 +36,7 @@ from replyhq_trio.sansio.websocket import (
     encode_text,
     encode_text_utf8,
 )
+from replyhq_trio.sansio.websocket._frames import _apply_mask
 
 from .strategies import json_values, json_values_with_bytes, namespaces
 
@@ -251,3 +252,15 @@ def test_inline_path_vectors(wire: bytes, max_message_size: int) -> None:
     general = _outcome(_general_decoder(max_message_size), [wire], None)
     assert fast == general
     assert fast  # every vector yields something (an event or an error)
+
+
+@pytest.mark.parametrize(
+    "size", [1, 3, 4, 65535, 65536, 65537, 65539, 131072, 200_003, 262_144, 1_000_000]
+)
+def test_large_payloads_unmask_in_chunks_as_one_xor(size: int) -> None:
+    # The chunked path (over 64 KiB) against the definition of RFC 6455 section 5.3.
+    payload = bytes((index * 7 + size) & 0xFF for index in range(size))
+    mask = bytes([0x9C, 0x01, 0xFE, 0x37])
+    expected = bytes(byte ^ mask[index & 3] for index, byte in enumerate(payload))
+    assert _apply_mask(payload, mask) == expected
+    assert _apply_mask(memoryview(payload), memoryview(mask)) == expected
