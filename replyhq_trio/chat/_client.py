@@ -67,14 +67,14 @@ class ClientNamespace:
             info = socket.handshake
             await chat.limits.connect(chat.client_address(info.remote_address, info.headers))
         except ChatError as error:
-            raise ConnectRefused(error.code.value, error.details()) from None
+            raise ConnectRefused(error.code.value, error.details(), close=True) from None
         auth = await chat.authenticate(
             socket, auth, lambda a: store.verify_api_key(a["app_id"], a["api_key"])
         )
         try:
             await chat.limits.connections(auth["app_id"], auth["device_id"])
         except ChatError as error:
-            raise ConnectRefused(error.code.value) from None
+            raise ConnectRefused(error.code.value, close=True) from None
         socket.data["app_id"] = auth["app_id"]
         socket.data["device_id"] = auth["device_id"]
         socket.data["conversation_id"] = None

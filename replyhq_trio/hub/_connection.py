@@ -352,6 +352,8 @@ class SocketIOConnection:
                             namespace=event.namespace, message=refusal.message, data=refusal.data
                         )
                     )
+                    if refusal.close and not self.sockets:
+                        session.close(DisconnectReason.LIMIT_EXCEEDED)
                 return
         if session.closed:
             return

@@ -15,12 +15,15 @@ class ConnectRefused(Exception):
     Args:
         message: The CONNECT_ERROR message (the official clients show it as ``err.message``).
         data: Optional details, sent as the CONNECT_ERROR ``data``.
+        close: Then close the whole connection, unless it joined another namespace
+            (for a client over a limit: what it holds open costs the server).
     """
 
-    def __init__(self, message: str, data: Any = None) -> None:
+    def __init__(self, message: str, data: Any = None, *, close: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.data = data
+        self.close = close
 
 
 class SocketGone(Exception):
