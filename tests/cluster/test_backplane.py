@@ -16,12 +16,13 @@ import trio
 from replyhq_trio.backends.redis_backplane import RedisBackplane, RedisBackplaneConfig
 from replyhq_trio.config import ServerConfig
 from replyhq_trio.hub import Hub, Socket
+from replyhq_trio.ports import BackplaneUnavailable
 from replyhq_trio.server import Server
 
 from .. import _redis
 from .._raw import RawWebSocket, open_websocket
 from .._serving import serving
-from .._waiting import wait_until
+from .._waiting import wait_for, wait_until
 
 WEBSOCKET = "/v1/socket.io/?EIO=4&transport=websocket"
 #: Quick probes, so that a deaf node notices within a second.
@@ -244,11 +245,16 @@ async def test_broadcasts_resume_after_redis_restarts(redis_server_binary: str) 
 
                 await redis.start()
                 restarted = trio.current_time()
-                await wait_until(
-                    lambda: _backplane(one)._subscribed and _backplane(two)._subscribed,
-                    timeout=10,
-                )
-                await _backplane(one).check()
+
+                async def both_ready() -> bool:
+                    try:
+                        await _backplane(one).check()
+                        await _backplane(two).check()
+                    except BackplaneUnavailable:
+                        return False
+                    return True
+
+                await wait_for(both_ready, timeout=10)  # subscribed, and publishing
                 # What was said meanwhile was held for the other nodes, and comes first.
                 assert await carol.receive_skipping_pings() == '42/chat,["said","alone"]'
                 await alice.send_text('42/chat,["say","together"]')
