@@ -21,7 +21,7 @@ from typing import Any
 import trio
 
 from replyhq_trio.config import ServerConfig
-from replyhq_trio.hub import Socket
+from replyhq_trio.hub import Hub, Socket
 from replyhq_trio.sansio import ProtocolConfig
 from replyhq_trio.server import Server, serve_until_signalled
 
@@ -40,8 +40,10 @@ def bench_config(*, host: str = "127.0.0.1", port: int = 0) -> ServerConfig:
     )
 
 
-def build_bench_server(config: ServerConfig) -> Server:
-    server = Server(config)
+def build_bench_server(config: ServerConfig, *, hub: Hub | None = None) -> Server:
+    """The bench app's handlers on a new server (on ``hub`` when given: scripts/bench-cluster
+    passes one with a Redis backplane)."""
+    server = Server(config, hub=hub)
     hub = server.hub
     main = server.namespace("/")
 

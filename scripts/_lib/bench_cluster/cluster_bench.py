@@ -19,6 +19,9 @@ first cluster alternates from rep to rep) on one private ``redis-server`` (a fre
 no persistence) for the whole run; before each, the official socket.io-client checks that
 a ``say`` on each node reaches the other.
 
+The load generator is scripts/bench's (``scripts/_lib/bench/loadgen.mjs``, its ``fanout``
+scenario with ``--urls``).
+
 Everything it installs and writes is git-ignored: ``.bench/node`` (scripts/bench's ``ws``,
 for the generator), ``.bench/cluster-node`` (``npm ci`` of ``package.json`` +
 ``package-lock.json`` beside this file: socket.io, @socket.io/redis-adapter, redis,
@@ -32,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import dataclasses
 import datetime
 import hashlib
@@ -45,7 +47,6 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -56,23 +57,28 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
+Json = dict[str, Any]
+
 LIB = Path(__file__).resolve().parent
 ROOT = LIB.parents[2]
 BENCH = ROOT / ".bench"
 RUNS = BENCH / "cluster"
 CLUSTER_NODE_DIR = BENCH / "cluster-node"
-LOADGEN = LIB / "loadgen.mjs"
 CROSSCHECK = LIB / "crosscheck.mjs"
 NODE_SERVER = LIB / "server_socketio.mjs"
 OUR_APP = LIB / "app_replyhq_cluster.py"
 DEFAULT_JSON = ROOT / ".artifacts" / "bench-cluster.json"
 
-# scripts/bench's runner, for what this shares with it: the ladders, the generator's `ws`
-# (.bench/node), server logs, medians and ratios, py-spy summaries. Loaded by path (it is
-# a script, not a package); what is used is bound below with its type.
+# scripts/bench's runner, for what this shares with it: the load generator and its `ws`
+# (.bench/node), the ladders, server logs, medians and ratios, py-spy summaries; and
+# scripts/bench-chat's way of starting children. Loaded by path (they are scripts, not
+# packages); what is used is bound below with its type.
 sys.path.insert(0, str(LIB.parent / "bench"))
+sys.path.insert(0, str(LIB.parent / "bench_chat"))
 single: ModuleType = importlib.import_module("runner")
+chat: ModuleType = importlib.import_module("chat_bench")
 
+LOADGEN: Path = single.LOADGEN
 FULL_RATES: str = single.FULL_RATES
 QUICK_RATES: str = single.QUICK_RATES
 SINGLE_NODE_DIR: Path = single.NODE_DIR
@@ -83,6 +89,15 @@ server_log_issues: Callable[[Path], list[str]] = single.server_log_issues
 fmt_stat: Callable[..., str] = single.fmt_stat
 summarize_profile: Callable[..., dict[str, Any]] = single.summarize_profile
 format_profile: Callable[[str, dict[str, Any]], str] = single.format_profile
+log: Callable[[str], None] = single.log
+_version: Callable[[str], str] = single._version
+_step_at: Callable[[Json, float], Json | None] = single._step_at
+_pct: Callable[[float | None], float | None] = single._pct
+#: Medians (min-max): ``Stat.of(values)``, ``Stat(median, low, high, n)``.
+Stat: Any = single.Stat
+#: A child in its own process group that the kernel stops (SIGTERM) if this process dies
+#: (``die_with_parent=False`` for children of a reader thread): scripts/bench-chat's.
+spawn: Callable[..., subprocess.Popen[Any]] = chat.spawn
 
 SERVER_CORE = "0"
 GENERATOR_CORE = "1"
@@ -100,12 +115,6 @@ P95_TARGET_MS = 100.0
 WAIT_LOAD_MAX_S = 25 * 60
 #: py-spy samples per second (--profile).
 PROFILE_HZ = 250
-
-Json = dict[str, Any]
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 class BenchError(Exception):
@@ -255,42 +264,6 @@ def wait_for_load(limit: float) -> Json:
 
 
 # --- processes -------------------------------------------------------------------------------
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when this process ends, however it ends."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def spawn(
-    cmd: Sequence[str],
-    *,
-    stdout: Any,
-    stderr: Any,
-    die_with_parent: bool = True,
-) -> subprocess.Popen[Any]:
-    """A child in its own process group (a Ctrl-C reaches this process only, which then
-    stops the child by its PID) that the kernel stops if this process dies.
-
-    ``die_with_parent`` asks for SIGTERM when the spawning *thread* ends: only for children
-    spawned by the main thread (py-spy, started from a reader thread, stops by itself).
-    """
-    return subprocess.Popen(
-        list(cmd),
-        stdin=subprocess.DEVNULL,
-        stdout=stdout,
-        stderr=stderr,
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        process_group=0,
-        # only the main thread spawns with it, while no other thread of ours runs
-        preexec_fn=_die_with_parent if die_with_parent else None,  # noqa: PLW1509
-        text=stdout is subprocess.PIPE,
-    )
 
 
 def stop(process: subprocess.Popen[Any], *, grace: float = 20.0) -> tuple[int | None, bool]:
@@ -481,6 +454,10 @@ def loadgen_command(
         "warmup": settings.warmup,
         "duration": settings.duration,
         "drain": settings.drain,
+        # Other workloads share this machine: wait up to 30 s for quiet before each step,
+        # and run a step that failed under them again (twice at most).
+        "quiet-wait": 30,
+        "noisy-retries": 2,
     }
     return [
         *("taskset", "-c", GENERATOR_CORE, "node", str(LOADGEN), "fanout"),
@@ -504,7 +481,8 @@ def run_loadgen(
 
     def pump() -> None:
         with log_path.open("w") as gen_log:
-            for line in stderr:
+            for raw in stderr:
+                line = raw.decode(errors="replace")
                 gen_log.write(line)
                 gen_log.flush()
                 if line.startswith("#window") and on_window is not None:
@@ -526,7 +504,7 @@ def run_loadgen(
     if process.returncode != 0:
         tail = log_path.read_text()[-800:] if log_path.exists() else ""
         raise BenchError(f"load generator exited with {process.returncode}: {tail.strip()}")
-    result: Json = json.loads(out.strip().splitlines()[-1])
+    result: Json = json.loads(out.decode().strip().splitlines()[-1])
     return result
 
 
@@ -682,21 +660,6 @@ def profile_ours(settings: Settings, redis: Redis, out: Path, rate: int) -> Json
 # --- the summary -------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Stat:
-    median: float | None
-    low: float | None
-    high: float | None
-    n: int
-
-    @classmethod
-    def of(cls, values: Sequence[float | None]) -> Stat:
-        present = [v for v in values if v is not None]
-        if not present:
-            return cls(None, None, None, 0)
-        return cls(statistics.median(present), min(present), max(present), len(present))
-
-
 def _dig(data: Json | None, *path: str) -> Any:
     for key in path:
         if not isinstance(data, dict):
@@ -707,11 +670,6 @@ def _dig(data: Json | None, *path: str) -> Any:
 
 def _results(runs: Sequence[Run], server: str) -> list[Json]:
     return [r.result for r in runs if r.server == server and r.result is not None]
-
-
-def _step_at(result: Json, rate: float) -> Json | None:
-    passing = [s for s in result["steps"] if s["rate"] == rate and s["pass"]]
-    return passing[-1] if passing else None
 
 
 def redis_per_say(result: Json, what: str) -> float | None:
@@ -729,10 +687,6 @@ def redis_per_say(result: Json, what: str) -> float | None:
         total += value
         says += redis["says"]
     return total / says if says else None
-
-
-def _pct(value: float | None) -> float | None:
-    return None if value is None else 100 * value
 
 
 def summarize(runs: Sequence[Run]) -> Json:
@@ -994,13 +948,6 @@ def issues_of(runs: Sequence[Run]) -> list[str]:
 
 
 # --- the host ----------------------------------------------------------------------------------
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
 
 
 def _node_version(package: str, base: Path) -> str:
