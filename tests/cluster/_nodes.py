@@ -25,6 +25,16 @@ CLI = [sys.executable, "-m", "replyhq_trio"]
 PATH = "/v1/socket.io"
 
 
+async def stop_process(process: trio.Process, sig: int = signal.SIGTERM) -> int:
+    """Stop a process the test started: ``sig``, then SIGKILL after 20 s; its exit code."""
+    if process.returncode is None:
+        process.send_signal(sig)
+    with trio.move_on_after(20):
+        return await process.wait()
+    process.kill()
+    return await process.wait()
+
+
 @attrs.define(eq=False)
 class Node:
     port: int
@@ -43,12 +53,7 @@ class Node:
         return response.status == 200
 
     async def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.process.returncode is None:
-            self.process.send_signal(sig)
-        with trio.move_on_after(20):
-            return await self.process.wait()
-        self.process.kill()
-        return await self.process.wait()
+        return await stop_process(self.process, sig)
 
 
 @attrs.define(eq=False)

@@ -19,7 +19,7 @@ import trio
 from .._raw import http
 from .._waiting import wait_for
 from ..interop._peers import open_peer
-from ._nodes import PATH, Node, open_cluster
+from ._nodes import PATH, Node, open_cluster, stop_process
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "deploy.md"
 NGINX = "/usr/sbin/nginx"
@@ -78,12 +78,7 @@ async def _nginx(config: str, directory: Path) -> AsyncIterator[int]:
         await wait_for(answers, timeout=10)
         yield port
     finally:
-        process.terminate()
-        with trio.move_on_after(5):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await stop_process(process)
 
 
 async def test_the_guides_nginx_in_front_of_two_nodes(

@@ -20,7 +20,7 @@ from .._raw import http
 from .._waiting import wait_for
 from ..interop._peers import Peer, open_peer, to_wire
 from ..server.test_signals import _free_port
-from ._nodes import PATH, Cluster, Node, open_cluster
+from ._nodes import PATH, Cluster, Node, open_cluster, stop_process
 
 FIXTURE = Path(__file__).resolve().parents[1] / "interop" / "js" / "node_fleet.mjs"
 WEBSOCKET = ("websocket",)
@@ -44,12 +44,7 @@ async def _node_server(redis_url: str, key: str, log: Path) -> AsyncIterator[int
         await wait_for(lambda: _answers(port), timeout=20)
         yield port
     finally:
-        process.terminate()
-        with trio.move_on_after(5):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await stop_process(process)
 
 
 async def _answers(port: int) -> bool:
