@@ -16,7 +16,7 @@ writes that queue meanwhile form the next batch, which goes to the thread as soo
 the previous commit returns (while the Trio thread hands out the results of the one
 before). Under load a transaction (one fsync) carries as many writes as arrived during
 the previous one, and a lone write is not delayed at all. In a batch, the new messages
-go in together, in a handful of statements whatever their number (:func:`_add_messages`:
+go in together, in a handful of statements whatever their number (:func:`lite.add_messages`:
 one INSERT run per distinct key, in queue order, one SELECT of what it inserted, one
 UPDATE per conversation; a duplicate ``local_id`` is stored once, the first in queue
 order being the new one); every other write runs in its own SAVEPOINT. A write that
@@ -29,11 +29,9 @@ sync needs (``Store.list_messages``).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from datetime import datetime
 from functools import partial
 from types import TracebackType
 from typing import Any, Self, TypeVar, TypeVarTuple, cast
@@ -48,20 +46,17 @@ from ..ports import (
     MessageStatus,
     NewApp,
     Sender,
-    StoreError,
     StoreUnavailable,
     UnknownApp,
     UnknownConversation,
     UnknownMessage,
 )
+from . import _sqlite_rows as lite
 from ._batching import GroupCommit
 from ._common import (
     STATUS_RANK,
     NewMessage,
-    conversation_value,
-    first_of_each,
     hash_secret,
-    message_value,
     new_admin_token,
     new_api_key,
     new_app_id,
@@ -79,9 +74,6 @@ __all__ = ["SqliteStore", "sqlite_path_from_url"]
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
 
-_MESSAGE_COLUMNS = "seq, local_id, conversation_id, body, sender, status, created_at"
-_CONVERSATION_COLUMNS = "id, app_id, device_id, created_at, updated_at, last_message_seq"
-_STATUS_RANK_SQL = "CASE status WHEN 'sent' THEN 0 WHEN 'delivered' THEN 1 ELSE 2 END"
 
 _URL_FORMS = "sqlite:///relative/path, sqlite:////absolute/path or sqlite:///:memory:"
 
@@ -115,175 +107,8 @@ def _apply(
         con.execute(statement)
     con.execute(
         "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-        (migration.version, migration.name, _iso(utc_now())),
+        (migration.version, migration.name, lite.iso(utc_now())),
     )
-
-
-def _iso(moment: datetime) -> str:
-    # Fixed width, UTC, "+00:00": text order is time order.
-    return moment.isoformat(timespec="microseconds")
-
-
-def _when(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
-
-def _message(row: sqlite3.Row) -> Message:
-    return message_value(
-        seq=row["seq"],
-        local_id=row["local_id"],
-        conversation_id=row["conversation_id"],
-        body=row["body"],
-        sender=row["sender"],
-        status=row["status"],
-        created_at=_when(row["created_at"]),
-    )
-
-
-def _conversation(row: sqlite3.Row) -> Conversation:
-    return conversation_value(
-        id=row["id"],
-        app_id=row["app_id"],
-        device_id=row["device_id"],
-        created_at=_when(row["created_at"]),
-        updated_at=_when(row["updated_at"]),
-        last_message_seq=row["last_message_seq"],
-    )
-
-
-#: A queued write: a new message (group-committed with the batch's other new messages,
-#: in a few statements) or any function of the connection (run in its own savepoint).
-_Write = NewMessage | Callable[[sqlite3.Connection], Any]
-
-
-def _item(index: int) -> str:
-    """SQL for item ``index`` of the JSON array ``j.value`` (json_extract rather than
-    ``->>``, which needs SQLite 3.38)."""
-    return f"json_extract(j.value, '$[{index}]')"
-
-
-# The new messages of a batch go in as ONE JSON text, ``[[conversation_id, local_id,
-# body, sender, created_at], ...]`` (the first of each key, in queue order): a statement
-# over json_each() is one sqlite3_step() whatever the number of rows, and every step
-# releases and re-takes the GIL, which the Trio thread holds most of the time under load
-# (a step per row made the worker thread wait for the GIL once per row).
-_INSERT_MESSAGES = (
-    "INSERT INTO messages (conversation_id, local_id, body, sender, status, created_at) "
-    f"SELECT {_item(0)}, {_item(1)}, {_item(2)}, {_item(3)}, 'sent', {_item(4)} "
-    f"FROM json_each(?1) AS j WHERE {_item(0)} IN (SELECT id FROM conversations) "
-    "ORDER BY j.key "
-    "ON CONFLICT (conversation_id, local_id) DO NOTHING"
-)
-# The messages stored under the batch's keys (new or not), as one JSON text.
-_FIND_MESSAGES = (
-    "SELECT json_group_array(json_array(m.seq, m.local_id, m.conversation_id, m.body, "
-    "m.sender, m.status, m.created_at)) "
-    "FROM json_each(?1) AS j "
-    f"JOIN messages AS m ON m.conversation_id = {_item(0)} AND m.local_id = {_item(1)}"
-)
-# ``[[conversation_id, updated_at, last_message_seq], ...]``
-_TOUCH_CONVERSATIONS = (
-    f"UPDATE conversations SET updated_at = {_item(1)}, last_message_seq = {_item(2)} "
-    f"FROM json_each(?1) AS j WHERE conversations.id = {_item(0)}"
-)
-
-
-def _unavailable(exc: sqlite3.Error) -> StoreError:
-    """The store error for a sqlite3 error: trouble with the file (locked, I/O, full,
-    corrupt, cannot open) is StoreUnavailable; a broken statement is a StoreError."""
-    if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.InterfaceError):
-        return StoreError(f"SQLite rejected a statement: {exc}")
-    return StoreUnavailable(f"SQLite is unavailable: {exc}")
-
-
-def _in_savepoint(con: sqlite3.Connection, work: Callable[[sqlite3.Connection], Any]) -> Any:
-    """In a write transaction: ``work`` alone in a savepoint; its value, or the
-    exception it raised (after undoing what it did). A sqlite3 error other than a
-    constraint violation propagates: the transaction itself may be gone."""
-    con.execute("SAVEPOINT job")
-    try:
-        value = work(con)
-    except Exception as exc:
-        if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
-            raise
-        # this write's own failure (a StoreError, a refused statement, a bug): it is
-        # undone alone and the others go on
-        con.execute("ROLLBACK TO job")
-        con.execute("RELEASE job")
-        return _unavailable(exc) if isinstance(exc, sqlite3.Error) else exc
-    con.execute("RELEASE job")
-    return value
-
-
-def _add_messages(con: sqlite3.Connection, jobs: list[NewMessage]) -> list[Any]:
-    """In a write transaction: the new messages of a batch in four statements whatever
-    their number (each one step of SQLite's, see ``_INSERT_MESSAGES``): the highest
-    seq so far, one INSERT of every distinct key (in queue order, so that seqs follow
-    it; a key already taken is left alone), one SELECT of what is stored under the
-    batch's keys (new rows and replays alike), one UPDATE of the conversations that got
-    a message. If a row is refused (a constraint), the jobs run again one by one, each
-    in a savepoint, so that it fails alone.
-
-    Returns each job's ``(message, created)`` or its exception (UnknownConversation).
-    """
-    try:
-        # No savepoint needed: a statement that fails is undone on its own, and only
-        # the INSERT can fail on a row (a constraint), before anything else was done.
-        return _insert_messages(con, jobs)
-    except sqlite3.IntegrityError:
-        return [_in_savepoint(con, partial(_insert_one, job)) for job in jobs]
-
-
-def _insert_one(job: NewMessage, con: sqlite3.Connection) -> tuple[Message, bool]:
-    (outcome,) = _insert_messages(con, [job])
-    if isinstance(outcome, Exception):
-        raise outcome
-    return cast("tuple[Message, bool]", outcome)
-
-
-def _insert_messages(con: sqlite3.Connection, jobs: list[NewMessage]) -> list[Any]:
-    unique, slots = first_of_each(jobs)
-    batch = json.dumps(
-        [
-            [job.conversation_id, job.local_id, job.body, job.sender, _iso(utc_now())]
-            for job in unique
-        ],
-        ensure_ascii=False,  # require_text() let no lone surrogate through
-    )
-    (before,) = con.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()
-    con.execute(_INSERT_MESSAGES, (batch,))
-    (stored,) = con.execute(_FIND_MESSAGES, (batch,)).fetchone()
-    found: dict[tuple[str, str], tuple[Message, bool]] = {}
-    latest: dict[str, tuple[int, str]] = {}
-    for seq, local_id, conversation_id, body, sender, status, created_at in json.loads(stored):
-        # A single writer: the rows past the highest seq before are this INSERT's.
-        new = seq > before
-        message = message_value(
-            seq=seq,
-            local_id=local_id,
-            conversation_id=conversation_id,
-            body=body,
-            sender=sender,
-            status=status,
-            created_at=_when(created_at),
-        )
-        found[conversation_id, local_id] = (message, new)
-        if new and seq > latest.get(conversation_id, (0, ""))[0]:
-            latest[conversation_id] = (seq, created_at)
-    if latest:
-        touched = [[conversation, at, seq] for conversation, (seq, at) in latest.items()]
-        con.execute(_TOUCH_CONVERSATIONS, (json.dumps(touched, ensure_ascii=False),))
-    outcomes: list[Any] = []
-    replayed: set[int] = set()
-    for job, slot in zip(jobs, slots, strict=True):
-        outcome = found.get((job.conversation_id, job.local_id))
-        if outcome is None:  # neither inserted nor there before: no such conversation
-            outcomes.append(UnknownConversation(f"no conversation {job.conversation_id!r}"))
-        else:
-            message, created = outcome
-            outcomes.append((message, created and slot not in replayed))
-        replayed.add(slot)
-    return outcomes
 
 
 class SqliteStore:
@@ -309,7 +134,7 @@ class SqliteStore:
         self._limiter = trio.CapacityLimiter(1)
         self._con: sqlite3.Connection | None = None
         self._lifetime = AsyncExitStack()
-        self._writes: GroupCommit[_Write, Any] = GroupCommit(
+        self._writes: GroupCommit[lite.Write, Any] = GroupCommit(
             self._commit_batch,
             max_batch=max_batch,
             timeout=timeout,
@@ -415,7 +240,7 @@ class SqliteStore:
         try:
             return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
         except sqlite3.Error as exc:
-            raise _unavailable(exc) from exc
+            raise lite.unavailable(exc) from exc
 
     async def _call(self, fn: Callable[[*_Ts], _T], *args: *_Ts) -> _T:
         """:meth:`_in_thread` within the store's timeout."""
@@ -448,13 +273,13 @@ class SqliteStore:
         result: _T = await self._writes.submit(work)
         return result
 
-    async def _commit_batch(self, batch: list[_Write]) -> list[Any]:
+    async def _commit_batch(self, batch: list[lite.Write]) -> list[Any]:
         """Group commit's batch function: the batch in one transaction on the worker
         thread (not cancellable once the thread has started, bounded by the busy
         timeout); a sqlite3 error that is not one job's own fails the whole batch."""
         return await self._in_thread(self._run_batch, batch)
 
-    def _run_batch(self, batch: list[_Write]) -> list[Any]:
+    def _run_batch(self, batch: list[lite.Write]) -> list[Any]:
         """On the worker thread: every write of the batch in one transaction, the new
         messages first (all together), then the other writes in queue order, each in
         its own savepoint.
@@ -469,11 +294,11 @@ class SqliteStore:
             new = [index for index, job in enumerate(batch) if isinstance(job, NewMessage)]
             if new:
                 messages = [cast("NewMessage", batch[index]) for index in new]
-                for index, outcome in zip(new, _add_messages(con, messages), strict=True):
+                for index, outcome in zip(new, lite.add_messages(con, messages), strict=True):
                     results[index] = outcome
             for index, job in enumerate(batch):
                 if not isinstance(job, NewMessage):
-                    results[index] = _in_savepoint(con, job)
+                    results[index] = lite.in_savepoint(con, job)
             return results
 
         return self._transaction(run_all)
@@ -512,11 +337,11 @@ class SqliteStore:
         def work(con: sqlite3.Connection) -> None:
             con.execute(
                 "INSERT INTO apps (id, name, api_key_hash, created_at) VALUES (?, ?, ?, ?)",
-                (app.id, app.name, hash_secret(api_key), _iso(app.created_at)),
+                (app.id, app.name, hash_secret(api_key), lite.iso(app.created_at)),
             )
             con.execute(
                 "INSERT INTO admin_tokens (token_hash, app_id, created_at) VALUES (?, ?, ?)",
-                (hash_secret(admin_token), app.id, _iso(app.created_at)),
+                (hash_secret(admin_token), app.id, lite.iso(app.created_at)),
             )
 
         await self._call(self._transaction, work)
@@ -553,7 +378,7 @@ class SqliteStore:
                 raise UnknownApp(f"no app {app_id!r}")
             con.execute(
                 "INSERT INTO admin_tokens (token_hash, app_id, created_at) VALUES (?, ?, ?)",
-                (hash_secret(token), app_id, _iso(utc_now())),
+                (hash_secret(token), app_id, lite.iso(utc_now())),
             )
 
         await self._call(self._transaction, work)
@@ -564,7 +389,7 @@ class SqliteStore:
             cursor = self._connection().execute(
                 "UPDATE admin_tokens SET revoked_at = ? "
                 "WHERE token_hash = ? AND revoked_at IS NULL",
-                (_iso(utc_now()), hash_secret(token)),
+                (lite.iso(utc_now()), hash_secret(token)),
             )
             return cursor.rowcount == 1
 
@@ -613,7 +438,7 @@ class SqliteStore:
             con.execute(
                 "INSERT INTO conversations (id, app_id, device_id, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (conversation.id, app_id, device_id, _iso(now), _iso(now)),
+                (conversation.id, app_id, device_id, lite.iso(now), lite.iso(now)),
             )
 
         await self._write_batched(work)
@@ -627,13 +452,13 @@ class SqliteStore:
             row = (
                 self._connection()
                 .execute(
-                    f"SELECT {_CONVERSATION_COLUMNS} FROM conversations "
+                    f"SELECT {lite.CONVERSATION_COLUMNS} FROM conversations "
                     "WHERE id = ? AND app_id = ?",
                     (conversation_id, app_id),
                 )
                 .fetchone()
             )
-            return None if row is None else _conversation(row)
+            return None if row is None else lite.conversation(row)
 
         return await self._call(work)
 
@@ -649,18 +474,18 @@ class SqliteStore:
             con = self._connection()
             if device_id is None:
                 rows = con.execute(
-                    f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE app_id = ? "
+                    f"SELECT {lite.CONVERSATION_COLUMNS} FROM conversations WHERE app_id = ? "
                     "ORDER BY updated_at DESC, id DESC LIMIT ?",
                     (app_id, limit),
                 ).fetchall()
             else:
                 rows = con.execute(
-                    f"SELECT {_CONVERSATION_COLUMNS} FROM conversations "
+                    f"SELECT {lite.CONVERSATION_COLUMNS} FROM conversations "
                     "WHERE app_id = ? AND device_id = ? "
                     "ORDER BY updated_at DESC, id DESC LIMIT ?",
                     (app_id, device_id, limit),
                 ).fetchall()
-            return [_conversation(row) for row in rows]
+            return [lite.conversation(row) for row in rows]
 
         return await self._call(work)
 
@@ -709,11 +534,11 @@ class SqliteStore:
                 if found is None:
                     raise InvalidCursor(f"{after!r} is not a message of {conversation_id!r}")
             rows = con.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages "
+                f"SELECT {lite.MESSAGE_COLUMNS} FROM messages "
                 "WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (conversation_id, after_seq, limit + 1),
             ).fetchall()
-            return [_message(row) for row in rows[:limit]], len(rows) > limit
+            return [lite.message(row) for row in rows[:limit]], len(rows) > limit
 
         return await self._call(work)
 
@@ -732,18 +557,19 @@ class SqliteStore:
         def work(con: sqlite3.Connection) -> tuple[Message, bool]:
             moved = con.execute(
                 f"UPDATE messages SET status = ? "
-                f"WHERE seq = ? AND conversation_id = ? AND {_STATUS_RANK_SQL} < ? "
-                f"AND sender IS NOT ? RETURNING {_MESSAGE_COLUMNS}",
+                f"WHERE seq = ? AND conversation_id = ? AND {lite.STATUS_RANK_SQL} < ? "
+                f"AND sender IS NOT ? RETURNING {lite.MESSAGE_COLUMNS}",
                 (status.value, seq, conversation_id, STATUS_RANK[status], by and by.value),
             ).fetchall()
             if moved:
-                return _message(moved[0]), True
+                return lite.message(moved[0]), True
             row = con.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE seq = ? AND conversation_id = ?",
+                f"SELECT {lite.MESSAGE_COLUMNS} FROM messages"
+                " WHERE seq = ? AND conversation_id = ?",
                 (seq, conversation_id),
             ).fetchone()
             if row is None:
                 raise UnknownMessage(f"no message {message_id!r} in {conversation_id!r}")
-            return _message(row), False
+            return lite.message(row), False
 
         return await self._write_batched(work)

@@ -249,14 +249,14 @@ async def test_callers_past_the_timeout_are_unavailable_and_never_hang(
 
 
 async def test_a_timed_out_caller_gets_what_happened_if_the_batch_ends_meanwhile(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A batch that cannot be interrupted (SQLite's worker thread) and ends while its last
     caller waits for it: the caller gets the batch's own outcome."""
 
     async def uninterruptible(jobs: list[str]) -> list[str | Exception]:
         with trio.CancelScope(shield=True):
-            await trio.sleep(0.4)
+            await trio.sleep(0.4)  # the autojump clock's time: the batch's own length
         return [StoreUnavailable("database is locked") for _ in jobs]
 
     group: GroupCommit[str, str] = GroupCommit(
